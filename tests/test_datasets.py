@@ -1,0 +1,212 @@
+import logging
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from Datasets import audio
+from Datasets.conversions import MissingAudioError, convert_track
+from Datasets.descriptors import (Database, DescriptorError, Instrument, Track, parse_descriptor, scan_folder,
+                                  write_descriptor)
+from Datasets.partitions import (DatasetConfigError, Partitions, load_custom_partitions, load_partitions,
+                                 split_tracks)
+from Sample import Sample, SilentSample
+from conftest import REPO, write_tone
+
+XML = os.path.join(REPO, "dataset_xml")
+
+
+@pytest.mark.parametrize("name, tracks, with_voice", [("DSD100", 100, 100), ("CCMixter", 50, 50),
+                                                      ("MedleyDB", 122, 64)])
+def test_reference_descriptors_parse_unchanged(name, tracks, with_voice):
+    database = parse_descriptor(os.path.join(XML, f"{name}.xml"), root="/my/data")
+    assert database.name == name and database.root == "/my/data"
+    assert len(database.tracks) == tracks
+    assert sum(bool(track.instruments_named("Voice")) for track in database.tracks) == with_voice
+
+
+def test_paper_split_sizes():
+    databases = [parse_descriptor(os.path.join(XML, f"{name}.xml")) for name in ("DSD100", "MedleyDB", "CCMixter")]
+    split = split_tracks(databases, "paper")
+
+    def count(partition, name):
+        return sum(database.name == name for database, _ in split[partition])
+
+    assert (count("train_sup", "DSD100"), count("valid", "DSD100"), count("test", "DSD100")) == (50, 25, 25)
+    assert (count("train_unsup", "MedleyDB"), count("valid", "MedleyDB"), count("test", "MedleyDB")) == (41, 41, 40)
+    assert (count("train_unsup", "CCMixter"), count("valid", "CCMixter"), count("test", "CCMixter")) == (17, 17, 16)
+    assert count("train_sup", "MedleyDB") == count("train_unsup", "DSD100") == 0
+    dsd_test = [track for track in databases[0].tracks if track.split == "Test"]
+    assert [track for database, track in split["valid"] if database.name == "DSD100"] == dsd_test[:25]
+
+
+def test_malformed_xml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.xml"
+    path.write_text("<database>\n  <databaseName>X</databaseName>\n  <trackList>\n    <track>\n</database>\n")
+    with pytest.raises(DescriptorError, match=r"bad\.xml, line \d+: malformed XML"):
+        parse_descriptor(path)
+
+
+def test_missing_element_names_line(tmp_path):
+    path = tmp_path / "incomplete.xml"
+    path.write_text("<database><databaseName>X</databaseName><databaseFolderPath>/x</databaseFolderPath>\n"
+                    "<trackList><track><title>T</title><artist>A</artist><instrumentList>\n<instrument>"
+                    "<relativeFilepath>a.wav</relativeFilepath><instrumentName>Mix</instrumentName>"
+                    "<numChannels>2</numChannels></instrument></instrumentList></track></trackList></database>")
+    with pytest.raises(DescriptorError, match=r"incomplete\.xml, line 3: <instrument> lacks <sampleRate>"):
+        parse_descriptor(path)
+
+
+def test_scan_write_parse_round_trip(dsd_folder, tmp_path):
+    scanned = scan_folder(str(dsd_folder), "DSD100", name="MyDSD")
+    assert len(scanned.tracks) == 8 and {t.split for t in scanned.tracks} == {"Training", "Test"}
+    assert scanned.tracks[0].artist == "Artist 0" and scanned.tracks[0].title == "Song Dev 0"
+    path = tmp_path / "MyDSD.xml"
+    write_descriptor(scanned, path)
+    parsed = parse_descriptor(path)
+    assert parsed.tracks == scanned.tracks and parsed.format == "DSD100" and parsed.name == "MyDSD"
+    with pytest.raises(FileExistsError):
+        write_descriptor(scanned, path)
+
+
+def test_scan_musdb18hq_layout(tmp_path):
+    for split in ("train", "test"):
+        for stem in ("mixture", "vocals", "drums", "bass", "other"):
+            write_tone(str(tmp_path / split / "Artist - Title" / f"{stem}.wav"), seconds=0.2)
+    database = scan_folder(str(tmp_path), "MUSDB18HQ")
+    assert [track.split for track in database.tracks] == ["Training", "Test"]
+    assert {i.name for i in database.tracks[0].instruments} == {"Mix", "Voice", "Drums", "Bass", "Other"}
+
+
+def _descriptor(folder, tmp_path, name="MyDSD"):
+    path = tmp_path / f"{name}.xml"
+    if not path.exists():
+        write_descriptor(scan_folder(str(folder), "DSD100", name=name), path)
+    return str(path)
+
+
+def test_dsd100_partitions_and_derived_accompaniment(dsd_folder, tmp_path):
+    before = sorted(p for p in dsd_folder.rglob("*"))
+    cache = tmp_path / "cache"
+    partitions = load_partitions([_descriptor(dsd_folder, tmp_path)], str(cache), split="paper")
+    assert (len(partitions.train_sup), len(partitions.valid), len(partitions.test)) == (4, 2, 2)
+    track = partitions.train_sup[0]
+    assert track.accompaniment.path.startswith(str(cache))
+    assert sorted(p for p in dsd_folder.rglob("*")) == before  # nothing written beside the user's data
+    mixture, vocals = audio.read(track.mixture), audio.read(track.voice)
+    np.testing.assert_allclose(audio.read(track.accompaniment), mixture - vocals, atol=1e-6)
+
+
+def test_warm_cache_and_rebuild_reasons(dsd_folder, tmp_path, caplog):
+    descriptor, cache = _descriptor(dsd_folder, tmp_path), str(tmp_path / "cache")
+    caplog.set_level(logging.INFO, logger="Datasets.partitions")
+    load_partitions([descriptor], cache)
+    assert "no cache yet" in caplog.text
+    caplog.clear()
+    start = time.perf_counter()
+    load_partitions([descriptor], cache)
+    assert caplog.text == "" and time.perf_counter() - start < 1.0
+
+    with open(descriptor) as handle:
+        text = handle.read()
+    with open(descriptor, "w") as handle:  # drop the last Test track
+        handle.write(text[:text.rindex("<track>")] + "</trackList></database>")
+    partitions = load_partitions([descriptor], cache)
+    assert "descriptor" in caplog.text and "changed" in caplog.text
+    assert len(partitions.valid) + len(partitions.test) == 3
+
+    caplog.clear()
+    copy = tmp_path / "copy"
+    shutil.copytree(dsd_folder, copy)
+    partitions = load_partitions([descriptor], cache, dataset_roots={"MyDSD": str(copy)})
+    assert "dataset_roots" in caplog.text
+    assert partitions.train_sup[0].mixture.path.startswith(str(copy))
+
+
+def test_root_folder_missing_names_config_key(dsd_folder, tmp_path):
+    descriptor = _descriptor(dsd_folder, tmp_path)
+    with pytest.raises(DatasetConfigError, match=r"does not exist.*dataset_roots\.MyDSD=.*dataset_root="):
+        load_partitions([descriptor], str(tmp_path / "cache"), dataset_roots={"MyDSD": str(tmp_path / "nowhere")})
+    with pytest.raises(DatasetConfigError, match="descriptors"):
+        load_partitions([str(tmp_path / "none.xml")], str(tmp_path / "cache"))
+
+
+def test_missing_audio_file_names_track_and_path_or_is_skipped(dsd_folder, tmp_path, caplog):
+    descriptor = _descriptor(dsd_folder, tmp_path)
+    missing = dsd_folder / "Sources" / "Dev" / "001 - Artist 1 - Song Dev 1" / "vocals.wav"
+    os.remove(missing)
+    with pytest.raises(MissingAudioError, match=f"Artist 1 - Song Dev 1.*{missing}.*skip_missing_files"):
+        load_partitions([descriptor], str(tmp_path / "cache"))
+    partitions = load_partitions([descriptor], str(tmp_path / "cache"), skip_missing_files=True)
+    assert len(partitions.train_sup) == 3 and "Song Dev 1" in caplog.text
+
+
+def _medleydb_track(root, title, stems):
+    instruments = []
+    for index, (name, frequency, rate, channels) in enumerate(stems):
+        relative = f"Audio/{title}/{title}_STEM_{index:02d}.wav"
+        write_tone(str(root / relative), frequency, seconds=0.5, rate=rate, channels=channels, amplitude=0.2)
+        instruments.append(Instrument(relative, name, rate, channels))
+    return Track(title=title, artist="A", instruments=tuple(instruments))
+
+
+def test_medleydb_sums_each_stem_once_and_handles_mixed_formats(tmp_path):
+    root = tmp_path / "MedleyDB"
+    sung = _medleydb_track(root, "Sung", [("Voice", 500, 44100, 2), ("Voice", 700, 44100, 2),
+                                          ("Bass", 60, 22050, 1), ("Other", 900, 44100, 2)])
+    database = Database("MedleyDB", str(root), (sung,))
+    track = convert_track(database, sung, str(tmp_path / "derived"))
+    voice, accompaniment, mixture = (audio.read(s, mono=True) for s in (track.voice, track.accompaniment,
+                                                                        track.mixture))
+    stems = [audio.read(Sample.from_path(root / i.relative_path), sample_rate=44100, mono=True)
+             for i in sung.instruments]
+    np.testing.assert_allclose(voice, stems[0] + stems[1], atol=1e-5)
+    np.testing.assert_allclose(accompaniment, stems[2][:len(accompaniment)] + stems[3][:len(accompaniment)],
+                               atol=1e-4)
+    np.testing.assert_allclose(mixture, voice[:len(mixture)] + accompaniment[:len(mixture)], atol=1e-5)
+    assert track.mixture.sample_rate == 44100
+
+
+def test_medleydb_instrumental_track_has_silent_voice_left_out_of_unpaired(tmp_path):
+    root = tmp_path / "MedleyDB"
+    tracks = tuple(_medleydb_track(root, f"Song{i}", [("Other", 300, 16000, 1)] +
+                                   ([("Voice", 500, 16000, 1)] if i % 2 else [])) for i in range(3))
+    path = tmp_path / "MedleyDB.xml"
+    write_descriptor(Database("MedleyDB", str(root), tracks), path)
+    partitions = load_partitions([str(path)], str(tmp_path / "cache"))
+    # Thirds in descriptor order: Song0 (instrumental) unpaired, Song1 (sung) valid, Song2 test.
+    assert isinstance(partitions.test[0].voice, SilentSample) and not partitions.valid[0].voice.is_silent
+    assert len(partitions.train_unsup.mixtures) == 1 and partitions.train_unsup.voices == []
+
+
+def test_ikala_channels(tmp_path):
+    root = tmp_path / "iKala"
+    os.makedirs(root / "Wavfile")
+    stereo = np.stack([np.full(800, 0.1), np.full(800, 0.3)], axis=1)
+    soundfile.write(root / "Wavfile" / "10161_chorus.wav", stereo, 44100, subtype="FLOAT")
+    database = scan_folder(str(root), "iKala")
+    track = convert_track(database, database.tracks[0], str(tmp_path / "derived"))
+    np.testing.assert_allclose(audio.read(track.accompaniment)[:, 0], 0.1, atol=1e-6)
+    np.testing.assert_allclose(audio.read(track.voice)[:, 0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(audio.read(track.mixture)[:, 0], 0.4, atol=1e-6)
+
+
+def test_custom_loader_hook(tmp_path, monkeypatch):
+    for name in ("m", "a", "v"):
+        write_tone(str(tmp_path / f"{name}.wav"), seconds=0.1)
+    module = tmp_path / "my_loader.py"
+    module.write_text(
+        "from Sample import Sample, SilentSample\n"
+        f"def load():\n    m, a, v = (Sample.from_path(r'{tmp_path}/' + n + '.wav') for n in 'mav')\n"
+        "    return {'train_sup': [(m, a, v)], 'train_unsup': [[m], [a], [v, SilentSample(1.0, 16000)]],\n"
+        "            'train_valid': [(m, a, v)], 'train_test': []}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    partitions = load_custom_partitions("my_loader:load")
+    assert isinstance(partitions, Partitions) and len(partitions.train_sup) == 1 and partitions.test == []
+    assert len(partitions.train_unsup.voices) == 1
+    with pytest.raises(DatasetConfigError, match="nothere"):
+        load_custom_partitions("nothere:load")
