@@ -1,0 +1,129 @@
+"""Losses and compiled training steps of semi-supervised adversarial separation (SPEC section 2).
+
+`AdversarialSeparator` holds the separator, one WGAN-GP critic per source and their
+optimisers. Its two steps follow the paper:
+
+* `supervised_step`: MSE between estimated and true log1p magnitudes, summed over sources.
+* `semi_supervised_step`: `num_disc` critic iterations (one Adam step per critic, each on a
+  fresh unpaired batch), then one separator step on
+  `L_sup + alpha * L_adv + beta * L_add`, where L_adv asks every critic to score the
+  separator's estimates for unpaired mixtures as real, and L_add asks those estimates to add
+  up to the mixture in linear magnitude.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from Models.critic import build_critic
+from Models.separator import build_separator
+from Models.shapes import UnetShapes, unet_shapes
+
+
+def supervised_loss(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
+    """Sum over sources of the mean squared error in log1p space; targets are stacked last."""
+    return tf.add_n([tf.reduce_mean(tf.square(estimates[name][..., 0] - targets[..., index]))
+                     for index, name in enumerate(source_names)])
+
+
+def additivity_loss(mixture_input: tf.Tensor, estimates: dict, shapes: UnetShapes) -> tf.Tensor:
+    """MSE in linear magnitude between the mixture's output region and the sum of estimates."""
+    bins = (shapes.input_bins - shapes.output_bins) // 2
+    frames = shapes.context_frames
+    mixture = mixture_input[:, bins:bins + shapes.output_bins, frames:frames + shapes.output_frames, 0]
+    total = tf.add_n([tf.math.expm1(estimate[..., 0]) for estimate in estimates.values()])
+    return tf.reduce_mean(tf.square(tf.math.expm1(mixture) - total))
+
+
+def one_sided_gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
+                               noise: tf.random.Generator) -> tf.Tensor:
+    """mean(max(||grad D(x_hat)|| - 1, 0)^2) on random interpolates of a shuffled real batch
+    and the fake batch (one epsilon per example). `noise` is a seeded generator whose state
+    is checkpointed, so a resumed run draws the same interpolates."""
+    batch_size = tf.shape(real)[0]
+    real = tf.gather(real, tf.argsort(noise.uniform([batch_size])))
+    epsilon = noise.uniform([batch_size, 1, 1, 1])
+    interpolates = epsilon * real + (1.0 - epsilon) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        scores = critic(interpolates, training=True)
+    gradients = tape.gradient(scores, interpolates)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
+    return tf.reduce_mean(tf.square(tf.nn.relu(norms - 1.0)))
+
+
+class AdversarialSeparator:
+    """Separator, critics and optimisers, with the two compiled training steps."""
+
+    def __init__(self, num_layers: int = 4, num_frames: int = 64, num_bins: int = 257, base_filters: int = 16,
+                 critic_base_filters: int = 32, critic_max_filters: int = 256, critic_dense_units: int = 32,
+                 source_names: tuple[str, ...] = ("accompaniment", "voice"), supervised_lr: float = 5e-5,
+                 semi_supervised_lr: float = 5e-5, critic_lr: float = 5e-5, alpha: float = 1e-3,
+                 beta: float = 1e-3, lam: float = 10.0, num_disc: int = 5, seed: int = 0,
+                 jit_compile: bool = False):
+        self.shapes = unet_shapes(num_layers, num_frames, num_bins)
+        self.source_names = tuple(source_names)
+        self.alpha, self.beta, self.lam, self.num_disc = alpha, beta, lam, num_disc
+        self.noise = tf.random.Generator.from_seed(seed)
+        self.separator = build_separator(num_layers, num_frames, num_bins, base_filters, self.source_names)
+        self.critics = {name: build_critic(self.shapes, num_bins, num_frames, critic_base_filters,
+                                           critic_max_filters, critic_dense_units, name=f"critic_{name}")
+                        for name in self.source_names}
+        self.optimizers = {"supervised": keras.optimizers.Adam(supervised_lr, name="supervised"),
+                           "semi_supervised": keras.optimizers.Adam(semi_supervised_lr, name="semi_supervised"),
+                           **{f"critic_{name}": keras.optimizers.Adam(critic_lr, name=f"critic_{name}")
+                              for name in self.source_names}}
+        for name, optimizer in self.optimizers.items():
+            model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
+            optimizer.build(model.trainable_variables)
+        self.supervised_step = tf.function(self._supervised_step, jit_compile=jit_compile)
+        self.separator_step = tf.function(self._separator_step, jit_compile=jit_compile)
+        self.critic_step = tf.function(self._critic_step, jit_compile=jit_compile)
+
+    def _supervised_step(self, mixture: tf.Tensor, sources: tf.Tensor) -> dict:
+        with tf.GradientTape() as tape:
+            loss = supervised_loss(self.separator(mixture, training=True), sources, self.source_names)
+        variables = self.separator.trainable_variables
+        self.optimizers["supervised"].apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"supervised_loss": loss}
+
+    def _critic_step(self, mixture: tf.Tensor, real_sources: tuple) -> dict:
+        """One Adam step per critic: real solo excerpts against estimates for unpaired mixtures."""
+        fakes = self.separator(mixture, training=False)
+        metrics = {}
+        for name, real in zip(self.source_names, real_sources):
+            critic = self.critics[name]
+            with tf.GradientTape() as tape:
+                wasserstein = tf.reduce_mean(critic(real, training=True)) - tf.reduce_mean(
+                    critic(fakes[name], training=True))
+                penalty = one_sided_gradient_penalty(critic, real, fakes[name], self.noise)
+                loss = -wasserstein + self.lam * penalty
+            variables = critic.trainable_variables
+            self.optimizers[f"critic_{name}"].apply_gradients(zip(tape.gradient(loss, variables), variables))
+            metrics.update({f"critic_loss/{name}": loss, f"wasserstein/{name}": wasserstein,
+                            f"gradient_penalty/{name}": penalty})
+        return metrics
+
+    def semi_supervised_step(self, mixture, sources, unpaired_batches: list) -> dict:
+        """`num_disc` critic iterations, one per unpaired batch but the last, then one separator
+        step on the paired batch and the last unpaired batch's mixtures."""
+        if len(unpaired_batches) != self.num_disc + 1:
+            raise ValueError(f"a semi-supervised step needs num_disc + 1 = {self.num_disc + 1} unpaired batches")
+        metrics = {}
+        for unpaired_mixture, real_sources in unpaired_batches[:-1]:
+            metrics = self.critic_step(unpaired_mixture, tuple(real_sources))
+        return {**metrics, **self.separator_step(mixture, sources, unpaired_batches[-1][0])}
+
+    def _separator_step(self, mixture: tf.Tensor, sources: tf.Tensor, unpaired_mixture: tf.Tensor) -> dict:
+        """The separator's half of a semi-supervised step."""
+        with tf.GradientTape() as tape:
+            sup = supervised_loss(self.separator(mixture, training=True), sources, self.source_names)
+            estimates = self.separator(unpaired_mixture, training=True)
+            adversarial = -tf.add_n([tf.reduce_mean(self.critics[name](estimates[name], training=False))
+                                     for name in self.source_names])
+            additivity = additivity_loss(unpaired_mixture, estimates, self.shapes)
+            loss = sup + self.alpha * adversarial + self.beta * additivity
+        variables = self.separator.trainable_variables
+        self.optimizers["semi_supervised"].apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"separator_loss": loss, "supervised_loss": sup, "adversarial_loss": adversarial,
+                "additivity_loss": additivity}

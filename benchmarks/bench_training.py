@@ -1,0 +1,140 @@
+"""Training throughput of the separator at paper shapes, against a plain Keras `fit`.
+
+Run:  python benchmarks/bench_training.py [--batch-sizes 16 64] [--steps 4]
+
+All figures come from this one run, so a busy machine slows baseline and candidate alike:
+* the machine's float32 matmul rate (2048 x 2048 products), the yardstick for GFLOP/s;
+* a plain Keras `fit` of the same U-Net (Adam, MSE on both outputs, in-memory batches);
+* the project's compiled supervised step (Models/adversarial.py, XLA as in Training.py);
+* one semi-supervised step (num_disc=5 critic iterations plus the separator step), with
+  the same step compiled without XLA as its baseline.
+Training FLOPs are counted as 3x the forward pass (forward, input and weight gradients).
+Baselines and candidates alternate and the best of two rounds is kept for each.
+Targets (issue 3): supervised step >= 1.5x the plain fit at batch 16 and 64.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from Models.adversarial import AdversarialSeparator  # noqa: E402
+from Models.separator import build_separator  # noqa: E402
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    a = tf.random.uniform((size, size))
+    product = tf.function(lambda x: tf.linalg.matmul(x, x))
+    product(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = product(a)
+    result.numpy()
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def forward_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
+    """Multiply-adds x 2 of every convolution for one example of `input_shape`."""
+    model = keras.models.clone_model(model, input_tensors=keras.Input(input_shape))  # static shapes
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, height, width, channels = layer.input.shape
+            total += height * width * channels * np.prod(layer.kernel_size) * layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels = layer.output.shape
+            total += height * width * channels * np.prod(layer.kernel_size) * layer.input.shape[-1]
+    return 2.0 * total
+
+
+def timed_loop(step):
+    """A runner: `runner(steps)` is the seconds per call of `step` after two warm-up calls
+    (tracing, XLA compilation)."""
+    def seconds_per_step(steps: int) -> float:
+        for _ in range(2):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - start) / steps
+    return seconds_per_step
+
+
+class _BatchClock(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def plain_fit(mixture, sources):
+    """A runner like `timed_loop`'s: one `fit` call, per-step times from a callback."""
+    separator = build_separator()
+    stacked = keras.layers.Concatenate()(list(separator.outputs))
+    model = keras.Model(separator.inputs, stacked)
+    model.compile(keras.optimizers.Adam(5e-5), "mse")
+    dataset = tf.data.Dataset.from_tensors((mixture, sources)).repeat()
+    clock = _BatchClock()
+
+    def seconds_per_step(steps: int) -> float:
+        model.fit(dataset, steps_per_epoch=steps + 2, epochs=1, verbose=0, callbacks=[clock])
+        return (clock.ends[-1] - clock.ends[1]) / steps
+    return seconds_per_step
+
+
+def project_step(mixture, sources, jit_compile: bool = True):
+    model = AdversarialSeparator(jit_compile=jit_compile)
+    return timed_loop(lambda: model.supervised_step(mixture, sources)["supervised_loss"].numpy())
+
+
+def semi_supervised_step(batch_size: int, jit_compile: bool):
+    model = AdversarialSeparator(num_disc=5, jit_compile=jit_compile)
+    shapes, rng = model.shapes, np.random.default_rng(0)
+
+    def batch(*shape):
+        return tf.constant(rng.uniform(0, 1, (batch_size, *shape)).astype(np.float32))
+
+    mixture_shape, source_shape = (shapes.input_bins, shapes.input_frames, 1), (shapes.output_bins, shapes.output_frames)
+    paired = (batch(*mixture_shape), batch(*source_shape, 2))
+    unpaired = [(batch(*mixture_shape), (batch(*source_shape, 1), batch(*source_shape, 1))) for _ in range(6)]
+    return timed_loop(lambda: model.semi_supervised_step(*paired, unpaired)["separator_loss"].numpy())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--steps", type=int, default=4)
+    arguments = parser.parse_args()
+    matmul = matmul_gflops()
+    flops = 3 * forward_flops(build_separator(), (350, 158, 1))
+    print(f"machine: {matmul:.0f} GFLOP/s float32 matmul; separator training step {flops / 1e9:.2f} GFLOP/example")
+    rng, supervised_seconds = np.random.default_rng(0), {}
+    for batch_size in arguments.batch_sizes:
+        mixture = tf.constant(rng.uniform(0, 1, (batch_size, 350, 158, 1)).astype(np.float32))
+        sources = tf.constant(rng.uniform(0, 1, (batch_size, 258, 66, 2)).astype(np.float32))
+        plain, ours = plain_fit(mixture, sources), project_step(mixture, sources)
+        rounds = [(plain(arguments.steps), ours(arguments.steps)) for _ in range(2)]
+        plain_time, ours_time = (min(times) for times in zip(*rounds))
+        supervised_seconds[batch_size] = ours_time
+        for name, seconds in (("plain Keras fit", plain_time), ("project step", ours_time)):
+            rate = batch_size / seconds
+            print(f"batch {batch_size:3d} {name:>16}: {rate:6.1f} examples/s, {rate * flops / 1e9:5.1f} GFLOP/s "
+                  f"({100 * rate * flops / 1e9 / matmul:.0f}% of matmul)")
+        print(f"batch {batch_size:3d} speed-up over plain fit: {plain_time / ours_time:.2f}x (target >= 1.5x)")
+    batch_size = arguments.batch_sizes[0]
+    xla = semi_supervised_step(batch_size, True)(2)
+    graph = semi_supervised_step(batch_size, False)(2)
+    print(f"semi-supervised step (num_disc=5), batch {batch_size}: {xla:.2f} s with XLA, {graph:.2f} s compiled "
+          f"without XLA ({graph / xla:.2f}x); {xla / supervised_seconds[batch_size]:.1f}x a supervised step")
+
+if __name__ == "__main__":
+    main()

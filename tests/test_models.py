@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from Models.adversarial import AdversarialSeparator, additivity_loss, one_sided_gradient_penalty
+from Models.critic import build_critic
+from Models.inference import separate_log_spectrogram
+from Models.separator import build_separator
+from Models.shapes import UnetShapes, input_size_for_output, unet_shapes, valid_output_size
+
+TINY = dict(num_layers=2, num_frames=8, num_bins=33, base_filters=4, critic_base_filters=4,
+            critic_max_filters=8, critic_dense_units=4)
+
+
+def test_paper_shapes_and_parameter_counts():
+    shapes = unet_shapes(4, 64, 257)
+    assert (shapes.input_bins, shapes.input_frames, shapes.output_bins, shapes.output_frames) == (350, 158, 258, 66)
+    assert shapes.context_frames == 46 and shapes.input_bins_below == 46
+    separator = build_separator()
+    assert separator.count_params() == 958_596
+    assert build_critic(shapes, 257, 64).count_params() == 1_869_344
+    outputs = separator(np.zeros((2, 350, 158, 1), np.float32))
+    assert {name: tuple(out.shape) for name, out in outputs.items()} == {
+        "accompaniment": (2, 258, 66, 1), "voice": (2, 258, 66, 1)}
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3, 5])
+def test_shape_calculator_matches_the_network(num_layers):
+    shapes = unet_shapes(num_layers, 40, 65)
+    assert shapes.output_frames >= 40 and shapes.output_bins >= 65
+    assert valid_output_size(shapes.output_frames, num_layers) == shapes.output_frames
+    separator = build_separator(num_layers, 40, 65, base_filters=2)
+    output = separator(np.zeros((1, shapes.input_bins, shapes.input_frames, 1), np.float32))["voice"]
+    assert tuple(output.shape) == (1, shapes.output_bins, shapes.output_frames, 1)
+    with pytest.raises(ValueError, match="not reachable"):
+        input_size_for_output(shapes.output_frames + 1, num_layers)
+
+
+def test_supervised_steps_reduce_the_loss_on_a_fixed_batch():
+    model = AdversarialSeparator(**TINY, supervised_lr=1e-2, seed=1)
+    shapes, rng = model.shapes, np.random.default_rng(0)
+    mixture = rng.uniform(0, 1, (4, shapes.input_bins, shapes.input_frames, 1)).astype(np.float32)
+    bins, frames = shapes.input_bins_below, shapes.context_frames
+    centre = mixture[:, bins:bins + shapes.output_bins, frames:frames + shapes.output_frames]
+    sources = np.concatenate([0.3 * centre, 0.7 * centre], axis=-1)
+    losses = [float(model.supervised_step(mixture, sources)["supervised_loss"]) for _ in range(60)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_one_sided_gradient_penalty_matches_finite_differences():
+    shapes = UnetShapes(input_bins=0, input_frames=0, output_bins=10, output_frames=10)
+    critic = build_critic(shapes, num_bins=9, num_frames=8, base_filters=2, max_filters=2, dense_units=3)
+    critic.set_weights([3 * w for w in critic.get_weights()])  # gradient norms well above 1
+    rng = np.random.default_rng(0)
+    real, fake = (rng.normal(size=(3, 10, 10, 1)).astype(np.float32) for _ in range(2))
+    noise = tf.random.Generator.from_seed(7)
+    replay = tf.random.Generator.from_state(noise.state.numpy(), noise.algorithm)
+    penalty = float(one_sided_gradient_penalty(critic, tf.constant(real), tf.constant(fake), noise))
+
+    order = np.argsort(replay.uniform([3]).numpy())
+    epsilon = replay.uniform([3, 1, 1, 1]).numpy()
+    interpolates = (epsilon * real[order] + (1 - epsilon) * fake).astype(np.float64)
+    step, terms = 1e-2, []
+    for example in interpolates:
+        gradient = np.zeros(example.size)
+        for index in range(example.size):
+            plus, minus = example.copy().ravel(), example.copy().ravel()
+            plus[index] += step
+            minus[index] -= step
+            scores = critic(np.stack([plus, minus]).reshape(2, 10, 10, 1).astype(np.float32)).numpy()
+            gradient[index] = (scores[0, 0] - scores[1, 0]) / (2 * step)
+        terms.append(max(np.linalg.norm(gradient) - 1.0, 0.0) ** 2)
+    assert np.mean(terms) > 0.1
+    assert penalty == pytest.approx(np.mean(terms), rel=2e-2)
+
+
+def test_additivity_loss_is_zero_when_estimates_sum_to_the_mixture():
+    shapes = unet_shapes(2, 8, 33)
+    rng = np.random.default_rng(0)
+    mixture = rng.uniform(0, 1, (2, shapes.input_bins, shapes.input_frames, 1)).astype(np.float32)
+    bins, frames = shapes.input_bins_below, shapes.context_frames
+    linear = np.expm1(mixture[:, bins:bins + shapes.output_bins, frames:frames + shapes.output_frames])
+    estimates = {"a": tf.constant(np.log1p(0.25 * linear)), "b": tf.constant(np.log1p(0.75 * linear))}
+    assert float(additivity_loss(mixture, estimates, shapes)) == pytest.approx(0.0, abs=1e-10)
+    estimates["b"] = tf.constant(np.log1p(0.5 * linear))
+    assert float(additivity_loss(mixture, estimates, shapes)) == pytest.approx(np.mean((0.25 * linear) ** 2), rel=1e-4)
+
+
+def test_semi_supervised_step_updates_each_critic_num_disc_times_and_the_separator_once():
+    model = AdversarialSeparator(**TINY, num_disc=3, seed=2)
+    shapes, rng = model.shapes, np.random.default_rng(1)
+
+    def batch(*shape):
+        return rng.uniform(0, 1, (2, *shape)).astype(np.float32)
+
+    unpaired = [(batch(shapes.input_bins, shapes.input_frames, 1),
+                 (batch(shapes.output_bins, shapes.output_frames, 1), batch(shapes.output_bins, shapes.output_frames, 1)))
+                for _ in range(4)]
+    critic_before = model.critics["voice"].get_weights()
+    metrics = model.semi_supervised_step(batch(shapes.input_bins, shapes.input_frames, 1),
+                                         batch(shapes.output_bins, shapes.output_frames, 2), unpaired)
+    iterations = {name: int(optimizer.iterations.numpy()) for name, optimizer in model.optimizers.items()}
+    assert iterations == {"supervised": 0, "semi_supervised": 1, "critic_accompaniment": 3, "critic_voice": 3}
+    assert not np.allclose(critic_before[0], model.critics["voice"].get_weights()[0])
+    assert {"separator_loss", "adversarial_loss", "additivity_loss", "wasserstein/voice",
+            "gradient_penalty/accompaniment"} <= set(metrics)
+    with pytest.raises(ValueError, match="num_disc \\+ 1 = 4"):
+        model.semi_supervised_step(unpaired[0][0], None, unpaired[:2])
+
+
+def test_whole_song_inference_equals_window_by_window():
+    model = AdversarialSeparator(**TINY, seed=3)
+    log_mixture = np.random.default_rng(4).uniform(0, 2, (33, 101)).astype(np.float32)
+    whole = separate_log_spectrogram(model.separator, log_mixture, model.shapes, 2, window_frames=1000)
+    chunked = separate_log_spectrogram(model.separator, log_mixture, model.shapes, 2, window_frames=8)
+    for name in model.source_names:
+        assert whole[name].shape == (33, 101)
+        np.testing.assert_allclose(whole[name], chunked[name], atol=1e-5)

@@ -1,0 +1,158 @@
+"""End-to-end runs of the Sacred experiment at tiny shapes, resume, and bad configs."""
+import glob
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import Solver
+from Datasets.demo import generate_demo_data
+from Training import ex
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    return generate_demo_data(str(root), seed=3, training_tracks=2, test_tracks=2, extra_tracks=3,
+                              instrumental_extra_tracks=0, duration=3.0, sample_rate=8192, channels=1)
+
+
+@pytest.fixture
+def tiny_config(tiny_demo, tmp_path):
+    return dict(use_demo_data=False, descriptors=tiny_demo, num_fft=64, num_hop=32, num_layers=2, num_frames=8,
+                base_filters=4, critic_base_filters=4, critic_max_filters=8, critic_dense_units=4, batch_size=4,
+                num_disc=2, epoch_it=3, max_epochs=2, patience=2, summary_every=1, seed=5,
+                init_sup_sep_lr=1e-3, init_unsup_sep_lr=1e-3, init_disc_lr=1e-3,
+                run_dir=str(tmp_path / "runs"), model_base_dir=str(tmp_path / "checkpoints"),
+                log_dir=str(tmp_path / "logs"), cache_dir=str(tmp_path / "cache"))
+
+
+def _last_state(run_folder):
+    with open(os.path.join(run_folder, "last.pkl"), "rb") as handle:
+        return pickle.load(handle)
+
+
+def test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard(tiny_config, tmp_path):
+    run = ex.run(config_updates=tiny_config)
+    assert run.status == "COMPLETED"
+    run_folder = os.path.join(tiny_config["run_dir"], str(run._id))
+    with open(os.path.join(run_folder, "config.json")) as handle:
+        assert json.load(handle)["alpha"] == 0.001
+    with open(os.path.join(run_folder, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert len(metrics["supervised.validation_loss"]["values"]) == 2
+    assert len(metrics["semi_supervised.validation_loss"]["values"]) == 2
+    assert set(run.result) == {"supervised", "semi_supervised"}
+    for phase in run.result.values():
+        assert np.isfinite(phase["test_loss"]) and np.isfinite(phase["voice_median_SDR"])
+        assert np.isfinite(phase["accompaniment_median_NSDR"])
+    test_scores = run.info["results"]["supervised"]["test_tracks"]
+    assert len(test_scores) == 2 and all(set(track["silent"]) <= {"voice"} for track in test_scores)
+    assert {"best_supervised.pkl", "best_semi_supervised.pkl"} <= set(os.listdir(run_folder))  # artifacts
+    checkpoint_dir = run.info["checkpoint_dir"]
+    assert {"last.pkl", "best_supervised.pkl", "best_semi_supervised.pkl", "config.json"} <= set(os.listdir(checkpoint_dir))
+    assert _last_state(checkpoint_dir)["progress"]["global_step"] == 12
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run.info["tensorboard_dir"], size_guidance={"tensors": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"supervised/supervised_loss", "supervised/validation_loss", "semi_supervised/adversarial_loss",
+            "semi_supervised/wasserstein/voice", "semi_supervised/gradient_penalty/accompaniment"} <= tags
+    assert {"learning_rate/semi_supervised", "semi_supervised/spectrogram/voice_estimate",
+            "semi_supervised/spectrogram/accompaniment_target", "supervised/audio/voice_estimate",
+            "supervised/audio/mixture"} <= tags
+    steps = [event.step for event in events.Tensors("semi_supervised/separator_loss")]
+    assert steps == [7, 8, 9, 10, 11, 12]  # one global step across phases
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monkeypatch):
+    config = dict(tiny_config, max_epochs=2, patience=5)
+    reference = ex.run(config_updates=dict(config, model_base_dir=str(tmp_path / "reference")))
+    expected = _last_state(reference.info["checkpoint_dir"])
+
+    original_step = Solver.Solver._train_step
+
+    def interrupting_step(self, phase):
+        if phase == "semi_supervised" and self.step_in_epoch == 1 and self.progress.epoch == 1:
+            raise KeyboardInterrupt
+        return original_step(self, phase)
+
+    monkeypatch.setattr(Solver.Solver, "_train_step", interrupting_step)
+    with pytest.raises(KeyboardInterrupt):
+        ex.run(config_updates=config)
+    monkeypatch.setattr(Solver.Solver, "_train_step", original_step)
+    [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
+    interrupted = _last_state(run_folder)
+    assert interrupted["progress"]["phase"] == "semi_supervised" and interrupted["step_in_epoch"] == 1
+
+    ex.run(config_updates=dict(config, resume=run_folder))
+    resumed = _last_state(run_folder)
+    assert resumed["progress"] == expected["progress"]
+    for name in ("separator",):
+        for got, want in zip(resumed[name], expected[name]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for critic in expected["critics"]:
+        for got, want in zip(resumed["critics"][critic], expected["critics"][critic]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"alpha": -0.1}, "`alpha` must be a non-negative number"),
+    ({"beta": "much"}, "`beta` must be a non-negative number"),
+    ({"lam": float("nan")}, "`lam` must be a non-negative number"),
+    ({"num_layers": 4}, "num_layers=4 halves each axis 4 times"),
+    ({"phases": ["supervised", "adversarial"]}, "`phases` must list"),
+])
+def test_bad_config_fails_before_training(tiny_config, updates, message):
+    with pytest.raises(ValueError, match=message):
+        ex.run(config_updates=dict(tiny_config, **updates))
+    assert not os.path.exists(os.path.join(tiny_config["cache_dir"], "dataset.pkl"))
+
+
+def test_unknown_config_key_is_refused(tiny_config):
+    from sacred.utils import ConfigAddedError
+
+    with pytest.raises(ConfigAddedError, match="alpah"):
+        ex.run(config_updates=dict(tiny_config, alpah=0.1))
+
+
+def test_semi_supervised_phase_without_unpaired_data(tiny_config):
+    paired_only = [tiny_config["descriptors"][0]]
+    with pytest.raises(ValueError, match="needs unpaired mixtures.*phases=\\['supervised'\\]"):
+        ex.run(config_updates=dict(tiny_config, descriptors=paired_only))
+
+
+def test_resume_with_an_incompatible_config(tiny_config, tmp_path):
+    run = ex.run(config_updates=dict(tiny_config, phases=["supervised"], max_epochs=1))
+    with pytest.raises(ValueError, match="base_filters: 4 there, 8 here"):
+        ex.run(config_updates=dict(tiny_config, base_filters=8, resume=run.info["checkpoint_dir"]))
+    with pytest.raises(FileNotFoundError, match="not a run's checkpoint folder"):
+        ex.run(config_updates=dict(tiny_config, resume=str(tmp_path)))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+    original_step = Solver.Solver._train_step
+
+    def diverging_step(self, phase):
+        metrics = original_step(self, phase)
+        return {**metrics, "supervised_loss": float("nan")} if self.progress.epoch == 1 else metrics
+
+    monkeypatch.setattr(Solver.Solver, "_train_step", diverging_step)
+    with pytest.raises(Solver.TrainingDiverged, match="supervised_loss became nan.*last good checkpoint"):
+        ex.run(config_updates=tiny_config)
+    [run_folder] = glob.glob(os.path.join(tiny_config["model_base_dir"], "*"))
+    assert _last_state(run_folder)["progress"]["epoch"] == 1
+
+
+def test_unreachable_mongodb_fails_fast_with_the_url(tiny_config):
+    import time
+
+    url = "mongodb://127.0.0.1:9/sacred"  # the discard port: nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="Cannot reach MongoDB at mongodb://127.0.0.1:9/sacred .*mongo_url"):
+        ex.run(config_updates=dict(tiny_config, mongo_url=url))
+    assert time.perf_counter() - start < 5
