@@ -73,6 +73,7 @@ def config():
     phases = ["supervised", "semi_supervised"]  # which phases to run, in order
     semi_supervised_init = "scratch"  # "scratch" (paper: same random start) or "supervised" (fine-tune)
     jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
+    mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
     validation_window_frames = 2048  # output frames per separator call on whole songs
 
     model_base_dir = "checkpoints"  # a run's checkpoints go to <model_base_dir>/<run name>
@@ -241,7 +242,7 @@ def main(_config, _run, _log, seed):
         source_names=tuple(config["source_names"]), supervised_lr=config["init_sup_sep_lr"],
         semi_supervised_lr=config["init_unsup_sep_lr"], critic_lr=config["init_disc_lr"], alpha=config["alpha"],
         beta=config["beta"], lam=config["lam"], num_disc=config["num_disc"], seed=seed,
-        jit_compile=config["jit_compile"])
+        jit_compile=config["jit_compile"], mixed_precision=config["mixed_precision"])
     cache = SpectrogramCache(os.path.join(config["cache_dir"], "spectrograms"), settings)
     tracks = partitions.train_sup + partitions.valid + partitions.test
     cache.prepare([s for t in tracks for s in (t.mixture, *t.sources)] + partitions.train_unsup.mixtures

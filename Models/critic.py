@@ -37,5 +37,5 @@ def build_critic(shapes: UnetShapes, num_bins: int, num_frames: int, base_filter
     features = layers.Flatten(name="flatten")(features)
     features = layers.Dense(dense_units, name="dense")(features)
     features = layers.LeakyReLU(0.2, name="leaky_dense")(features)
-    score = layers.Dense(1, use_bias=False, name="score")(features)
+    score = layers.Dense(1, use_bias=False, dtype="float32", name="score")(features)
     return keras.Model(source, score, name=name)

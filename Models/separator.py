@@ -43,6 +43,8 @@ def build_separator(num_layers: int = 4, num_frames: int = 64, num_bins: int = 2
     # Passing the input on to the last layer helps a network that outputs magnitudes, not masks.
     context = _centre_crop(mixture, (shapes.input_bins - shapes.output_bins) // 2, "crop_mixture")
     features = layers.Concatenate(name="concat_mixture")([context, features])
-    outputs = {name: layers.Conv2D(1, 1, activation="relu", name=name)(features) for name in source_names}
+    # float32 outputs even under a mixed-precision policy: losses and expm1 need the range.
+    outputs = {name: layers.Conv2D(1, 1, activation="relu", dtype="float32", name=name)(features)
+               for name in source_names}
     return keras.Model(mixture, outputs, name="separator")
 

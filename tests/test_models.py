@@ -116,3 +116,23 @@ def test_whole_song_inference_equals_window_by_window():
     for name in model.source_names:
         assert whole[name].shape == (33, 101)
         np.testing.assert_allclose(whole[name], chunked[name], atol=1e-5)
+
+
+def test_mixed_precision_steps_train_in_float16_with_float32_outputs():
+    try:
+        model = AdversarialSeparator(**TINY, num_disc=1, supervised_lr=1e-2, seed=4, mixed_precision=True)
+        shapes, rng = model.shapes, np.random.default_rng(5)
+        mixture = rng.uniform(0, 1, (2, shapes.input_bins, shapes.input_frames, 1)).astype(np.float32)
+        sources = rng.uniform(0, 0.5, (2, shapes.output_bins, shapes.output_frames, 2)).astype(np.float32)
+        assert model.separator.get_layer("encoder_0").compute_dtype == "float16"
+        assert model.separator(mixture)["voice"].dtype == "float32"
+        losses = [float(model.supervised_step(mixture, sources)["supervised_loss"]) for _ in range(30)]
+        assert np.isfinite(losses).all() and losses[-1] < losses[0]
+        unpaired = [(mixture, (sources[..., :1], sources[..., 1:]))] * 2
+        metrics = model.semi_supervised_step(mixture, sources, unpaired)
+        assert all(np.isfinite(float(value)) for value in metrics.values())
+        assert int(model.optimizers["critic_voice"].iterations.numpy()) == 1
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
