@@ -24,7 +24,8 @@ from sacred import SETTINGS, Experiment  # noqa: E402
 from sacred.observers import FileStorageObserver, MongoObserver, RunObserver  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+CONFIG_DIR = os.path.join(PROJECT_DIR, "configs")
 # Keys that shape the networks or their features: a checkpoint only fits a config that agrees on them.
 ARCHITECTURE_KEYS = ("expected_sr", "num_fft", "num_hop", "num_layers", "num_frames", "base_filters",
                      "critic_base_filters", "critic_max_filters", "critic_dense_units", "source_names")
@@ -222,7 +223,10 @@ def main(_config, _run, _log, seed):
     checkpoint_dir = config["resume"] or os.path.join(config["model_base_dir"], run_name)
     if config["resume"]:
         check_resumable(checkpoint_dir, config)
-    partitions = load_dataset(config["use_demo_data"], config["descriptors"], config["dataset_root"],
+    # Shipped descriptors are named relative to the project, so runs may start from any folder.
+    descriptors = [path if os.path.exists(path) or os.path.isabs(path) else os.path.join(PROJECT_DIR, path)
+                   for path in config["descriptors"]]
+    partitions = load_dataset(config["use_demo_data"], descriptors, config["dataset_root"],
                               config["dataset_roots"], config["split"], config["dataset_loader"],
                               config["skip_missing_files"], config["cache_dir"])
     _log.info("Partitions:\n%s", partitions.summary())
