@@ -164,7 +164,7 @@ def attach_observers(config, command_name, logger):
 def check_config(config: dict) -> None:
     """Rejects settings that cannot work, before any data is touched."""
     from Datasets.partitions import SPLITS
-    from Solver import PHASES
+    from Models.solver import PHASES
 
     for key in ("alpha", "beta", "lam", "init_sup_sep_lr", "init_unsup_sep_lr", "init_disc_lr"):
         value = config[key]
@@ -214,7 +214,7 @@ def main(_config, _run, _log, seed):
     from Datasets.features import SpectrogramSettings
     from Models.adversarial import AdversarialSeparator
     from Datasets.audio import read
-    from Solver import AudioExample, Solver, ValidationSong
+    from Models.solver import AudioExample, Solver, ValidationSong
 
     config = dict(_config)
     check_config(config)

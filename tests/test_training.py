@@ -7,8 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
-import Solver
+from Models import solver as Solver
 from Datasets.demo import generate_demo_data
+from Models.checkpoint import CheckpointError, load_separator
 from Training import ex
 
 
@@ -52,6 +53,14 @@ def test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard(tiny_config,
     assert len(test_scores) == 2 and all(set(track["silent"]) <= {"voice"} for track in test_scores)
     assert {"best_supervised.pkl", "best_semi_supervised.pkl"} <= set(os.listdir(run_folder))  # artifacts
     checkpoint_dir = run.info["checkpoint_dir"]
+    trained = load_separator(checkpoint_dir)
+    assert trained.path.endswith("best_semi_supervised.pkl") and trained.source_names == ("accompaniment", "voice")
+    with open(os.path.join(checkpoint_dir, "best_semi_supervised.pkl"), "rb") as handle:
+        np.testing.assert_array_equal(trained.model.get_weights()[0], pickle.load(handle)["separator"][0])
+    with pytest.raises(CheckpointError, match="No checkpoint in"):
+        load_separator(str(tmp_path))
+    with pytest.raises(CheckpointError, match="not a separator checkpoint"):
+        load_separator(os.path.join(checkpoint_dir, "config.json"))
     assert {"last.pkl", "best_supervised.pkl", "best_semi_supervised.pkl", "config.json"} <= set(os.listdir(checkpoint_dir))
     assert _last_state(checkpoint_dir)["progress"]["global_step"] == 12
 

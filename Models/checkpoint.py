@@ -1,0 +1,77 @@
+"""Loading a trained separator from what Training.py wrote.
+
+A run's checkpoint folder (`<model_base_dir>/<run name>/`) holds `config.json` and pickled
+checkpoints (`last.pkl`, `best_supervised.pkl`, `best_semi_supervised.pkl`). A folder stands
+for its best model of the last phase trained; a file names one checkpoint exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass
+
+import keras
+
+from Datasets.features import SpectrogramSettings
+from Models.separator import build_separator
+from Models.shapes import UnetShapes, unet_shapes
+
+PREFERENCE = ("best_semi_supervised.pkl", "best_supervised.pkl", "last.pkl")
+
+
+class CheckpointError(ValueError):
+    """A path that is no usable checkpoint of this project's separator."""
+
+
+@dataclass
+class TrainedSeparator:
+    model: keras.Model
+    config: dict
+    settings: SpectrogramSettings
+    shapes: UnetShapes
+    path: str
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(self.config["source_names"])
+
+    @property
+    def num_layers(self) -> int:
+        return self.config["num_layers"]
+
+
+def resolve_checkpoint(path: str) -> str:
+    """The checkpoint file a folder or file path stands for."""
+    if os.path.isdir(path):
+        for name in PREFERENCE:
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise CheckpointError(f"No checkpoint in '{path}': expected one of {', '.join(PREFERENCE)}.")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    return path
+
+
+def load_separator(path: str) -> TrainedSeparator:
+    """Builds the separator that `path` was trained with and loads its weights."""
+    checkpoint = resolve_checkpoint(path)
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"'{checkpoint}' has no config.json beside it; it was not written by Training.py.")
+    with open(config_path) as handle:
+        config = json.load(handle)
+    try:
+        with open(checkpoint, "rb") as handle:
+            weights = pickle.load(handle)["separator"]
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+        raise CheckpointError(f"'{checkpoint}' is not a separator checkpoint of this project ({error!r}).") from error
+    settings = SpectrogramSettings(config["expected_sr"], config["num_fft"], config["num_hop"])
+    model = build_separator(config["num_layers"], config["num_frames"], settings.num_bins, config["base_filters"],
+                            tuple(config["source_names"]))
+    try:
+        model.set_weights(weights)
+    except ValueError as error:
+        raise CheckpointError(f"'{checkpoint}' does not fit the network its config.json describes: {error}") from error
+    return TrainedSeparator(model, config, settings,
+                            unet_shapes(config["num_layers"], config["num_frames"], settings.num_bins), checkpoint)
