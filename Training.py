@@ -13,19 +13,17 @@ then scored on the test partition.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from sacred import SETTINGS, Experiment  # noqa: E402
-from sacred.observers import FileStorageObserver, MongoObserver, RunObserver  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
-CONFIG_DIR = os.path.join(PROJECT_DIR, "configs")
+import tracking.observers  # noqa: E402
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Keys that shape the networks or their features: a checkpoint only fits a config that agrees on them.
 ARCHITECTURE_KEYS = ("expected_sr", "num_fft", "num_hop", "num_layers", "num_frames", "base_filters",
                      "critic_base_filters", "critic_max_filters", "critic_dense_units", "source_names")
@@ -91,74 +89,7 @@ for _path in sorted(os.listdir(CONFIG_DIR)):
         ex.add_named_config(_path[:-len(".json")], os.path.join(CONFIG_DIR, _path))
 
 
-class _UniqueRunId(RunObserver):
-    """Gives a run one id that no observer has used, before any other observer sees it: with
-    a file and a Mongo observer, their own counters would otherwise collide."""
-
-    priority = 1000
-
-    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
-        return _id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def _check_mongo_reachable(url: str, origin: str) -> None:
-    """Fails within seconds, not after pymongo's 30 s server selection, with what to do."""
-    import pymongo
-
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=3000)
-    try:
-        client.admin.command("ping")
-    except pymongo.errors.PyMongoError as error:
-        raise ConnectionError(f"Cannot reach MongoDB at {url} ({origin}): {error}. Start the server (see "
-                              "README, 'Compare runs'), or record runs with the file observer only.") from error
-    finally:
-        client.close()
-
-
-def _database_name(url: str) -> str:
-    """The database a mongodb:// URL names, "sacred" when it names none."""
-    import pymongo
-
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        return pymongo.uri_parser.parse_uri(url)["database"] or "sacred"
-    return "sacred"
-
-
-_mongo_flag_given = [False]
-
-
-@ex.option_hook
-def check_mongo_flag(options):
-    """Sacred's own `-m` flag: check the server now; Sacred adds its observer later."""
-    argument = options.get("--mongo_db")
-    _mongo_flag_given[0] = bool(argument)
-    if argument:
-        from sacred.observers.mongo import parse_mongo_db_arg
-
-        _check_mongo_reachable(parse_mongo_db_arg(argument).get("url", "localhost:27017"), "the -m flag")
-
-
-_observers_from_config: list[RunObserver] = []
-
-
-@ex.config_hook
-def attach_observers(config, command_name, logger):
-    """Observers that the config asks for (replacing those of an earlier run in this process);
-    only runs that train are recorded. Sacred's own `-m` and `-F` flags add observers too."""
-    for observer in _observers_from_config:
-        ex.observers.remove(observer)
-    _observers_from_config.clear()
-    if command_name != "main":
-        return {}
-    if config["mongo_url"]:
-        _check_mongo_reachable(config["mongo_url"], "config key `mongo_url`")
-        _observers_from_config.append(MongoObserver(config["mongo_url"], db_name=_database_name(config["mongo_url"])))
-    if config["run_dir"]:
-        _observers_from_config.append(FileStorageObserver(config["run_dir"]))
-    if len(ex.observers) + len(_observers_from_config) + _mongo_flag_given[0] > 1:
-        _observers_from_config.append(_UniqueRunId())
-    ex.observers.extend(_observers_from_config)
-    return {}
+tracking.observers.install(ex, commands=("main",))
 
 
 def check_config(config: dict) -> None:
@@ -209,7 +140,7 @@ def main(_config, _run, _log, seed):
     import numpy as np
     import tensorflow as tf
 
-    from Datasets import load_dataset
+    from Datasets import load_dataset_for
     from Datasets.excerpts import PairedExcerpts, SpectrogramCache, UnpairedExcerpts
     from Datasets.features import SpectrogramSettings
     from Models.adversarial import AdversarialSeparator
@@ -223,12 +154,7 @@ def main(_config, _run, _log, seed):
     checkpoint_dir = config["resume"] or os.path.join(config["model_base_dir"], run_name)
     if config["resume"]:
         check_resumable(checkpoint_dir, config)
-    # Shipped descriptors are named relative to the project, so runs may start from any folder.
-    descriptors = [path if os.path.exists(path) or os.path.isabs(path) else os.path.join(PROJECT_DIR, path)
-                   for path in config["descriptors"]]
-    partitions = load_dataset(config["use_demo_data"], descriptors, config["dataset_root"],
-                              config["dataset_roots"], config["split"], config["dataset_loader"],
-                              config["skip_missing_files"], config["cache_dir"])
+    partitions = load_dataset_for(config)
     _log.info("Partitions:\n%s", partitions.summary())
     if "semi_supervised" in config["phases"] and not (
             partitions.train_unsup.mixtures and partitions.train_unsup.accompaniments and partitions.train_unsup.voices):

@@ -45,7 +45,7 @@ from Datasets import audio
 from Datasets.descriptors import (DescriptorError, Database, Instrument, Track, parse_descriptor, scan_folder,
                                   write_descriptor)
 
-FORMAT_VERSION = 1  # bump whenever the synthesis or the layout changes, so cached sets regenerate
+FORMAT_VERSION = 2  # bump whenever the synthesis or the layout changes, so cached sets regenerate
 MANIFEST_NAME = "demo_manifest.json"
 PAIRED_DESCRIPTOR = "DemoPaired.xml"
 EXTRA_DESCRIPTOR = "DemoExtra.xml"
@@ -499,14 +499,20 @@ def _song_generator(settings: DemoSettings, stream: int, number: int) -> np.rand
     return np.random.default_rng([settings.seed, stream, number])
 
 
+def _write(path: str, signal: np.ndarray, sample_rate: int) -> None:
+    """24-bit PCM: float WAVs carry a PEAK chunk with a time stamp, which would make the files
+    differ from run to run; 24 bits keep mixtures equal to the sum of their stems within 1e-6."""
+    audio.write(path, signal, sample_rate, subtype="PCM_24")
+
+
 def _write_paired_song(root: str, settings: DemoSettings, number: int, split_folder: str) -> None:
     stems = _synthesise_song(_song_generator(settings, _PAIRED_STREAM, number), settings,
                              long_pauses=number % _LONG_PAUSE_EVERY == 0, instrumental=False)
     folder = f"{number:03d} - Demo - Song {number}"
     for name, stem in stems.items():
-        audio.write(os.path.join(root, "Sources", split_folder, folder, f"{name}.wav"), stem, settings.sample_rate)
-    audio.write(os.path.join(root, "Mixtures", split_folder, folder, "mixture.wav"),
-                _mixture([stems[name] for name in ("vocals", "bass", "drums", "other")]), settings.sample_rate)
+        _write(os.path.join(root, "Sources", split_folder, folder, f"{name}.wav"), stem, settings.sample_rate)
+    _write(os.path.join(root, "Mixtures", split_folder, folder, "mixture.wav"),
+           _mixture([stems[name] for name in ("vocals", "bass", "drums", "other")]), settings.sample_rate)
 
 
 def _write_extra_song(root: str, settings: DemoSettings, number: int) -> Track:
@@ -521,7 +527,7 @@ def _write_extra_song(root: str, settings: DemoSettings, number: int) -> Track:
     instruments = []
     for name, (file_name, signal) in files.items():
         relative_path = os.path.join(folder, file_name)
-        audio.write(os.path.join(root, relative_path), signal, settings.sample_rate)
+        _write(os.path.join(root, relative_path), signal, settings.sample_rate)
         sample = audio.info(os.path.join(root, relative_path))
         instruments.append(Instrument(relative_path=relative_path, name=name, sample_rate=sample.sample_rate,
                                       channels=sample.channels, length=sample.duration))

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,45 @@ def test_summary_ignores_tracks_where_a_metric_is_undefined():
     assert summary["accompaniment"]["tracks"] == 2 and summary["voice"]["tracks"] == 1
     assert summary["accompaniment"]["median_SDR"] == pytest.approx(2.0)
     assert summary["accompaniment"]["median_SIR"] == pytest.approx(5.0)  # the silent-voice track has none
+
+
+def test_evaluate_experiment_writes_json_pickle_and_refuses_to_overwrite(tiny_config, tmp_path):
+    import json
+    import os
+    import pickle
+
+    from Evaluate import ex as evaluation
+    from Training import ex as training
+
+    trained = training.run(config_updates=dict(tiny_config, phases=["supervised"], max_epochs=1))
+    checkpoint = trained.info["checkpoint_dir"]
+    run = evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": str(tmp_path / "eval_runs")})
+    json_path = os.path.join(checkpoint, "evaluation", "best_supervised_test.json")
+    with open(json_path) as handle:
+        report = json.load(handle)
+    with open(json_path.replace(".json", ".pkl"), "rb") as handle:
+        assert pickle.load(handle) == report
+    training_scores = trained.info["results"]["supervised"]["test_tracks"]
+    assert report["tracks"] == training_scores  # Training.py and Evaluate.py score alike
+    assert set(report["summary"]) == {"all", "DemoPaired", "DemoExtra"}
+    assert run.result["voice_median_SDR"] == report["summary"]["all"]["voice"]["median_SDR"]
+    assert "best_supervised_test.json" in os.listdir(tmp_path / "eval_runs" / str(run._id))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None})
+    evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "overwrite": True})
+
+
+def test_compare_table_lists_differing_keys_best_first(tiny_config):
+    from Evaluate import compare_runs, comparison_table
+    from Training import ex as training
+
+    for alpha in (0.5, 0.001):
+        training.run(config_updates=dict(tiny_config, phases=["supervised"], max_epochs=1, alpha=alpha))
+    header, rows = comparison_table(tiny_config["run_dir"])
+    assert header == ["run", "status", "alpha", "supervised accompaniment SDR", "supervised voice SDR"]
+    assert [row[1] for row in rows] == ["COMPLETED", "COMPLETED"] and {row[2] for row in rows} == {"0.5", "0.001"}
+    voice = [float(row[4]) for row in rows]
+    assert voice == sorted(voice, reverse=True)
+    assert compare_runs(tiny_config["run_dir"]).splitlines()[0].split()[:3] == ["run", "status", "alpha"]
+    with pytest.raises(FileNotFoundError, match="No Sacred runs"):
+        compare_runs(tiny_config["model_base_dir"])

@@ -8,26 +8,8 @@ import numpy as np
 import pytest
 
 from Models import solver as Solver
-from Datasets.demo import generate_demo_data
 from Models.checkpoint import CheckpointError, load_separator
 from Training import ex
-
-
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    return generate_demo_data(str(root), seed=3, training_tracks=2, test_tracks=2, extra_tracks=3,
-                              instrumental_extra_tracks=0, duration=3.0, sample_rate=8192, channels=1)
-
-
-@pytest.fixture
-def tiny_config(tiny_demo, tmp_path):
-    return dict(use_demo_data=False, descriptors=tiny_demo, num_fft=64, num_hop=32, num_layers=2, num_frames=8,
-                base_filters=4, critic_base_filters=4, critic_max_filters=8, critic_dense_units=4, batch_size=4,
-                num_disc=2, epoch_it=3, max_epochs=2, patience=2, summary_every=1, seed=5,
-                init_sup_sep_lr=1e-3, init_unsup_sep_lr=1e-3, init_disc_lr=1e-3,
-                run_dir=str(tmp_path / "runs"), model_base_dir=str(tmp_path / "checkpoints"),
-                log_dir=str(tmp_path / "logs"), cache_dir=str(tmp_path / "cache"))
 
 
 def _last_state(run_folder):

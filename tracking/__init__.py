@@ -1,0 +1,1 @@
+"""Experiment tracking: Sacred observers shared by Training.py and Evaluate.py."""
