@@ -1,6 +1,7 @@
 """Test-set BSS evaluation of a trained separator (SPEC section 5, the paper's protocol).
 
     python Evaluate.py with checkpoint=checkpoints/<run name>        # score the test partition
+    python Evaluate.py separate with checkpoint=... 'inputs=["song.mp3", "folder/"]' output_dir=out
     python Evaluate.py compare with runs=runs                        # tabulate training runs
 
 Each test song is separated whole (mixture phase, inverse STFT) at the model's sample rate
@@ -161,8 +162,9 @@ def config():
     checkpoint = None  # a run's checkpoint folder (<model_base_dir>/<run name>) or one .pkl in it
     partition = "test"  # "test" or "valid"
     window_frames = 2048  # output frames per separator call on whole songs
-    output_dir = None  # results folder; default <checkpoint folder>/evaluation
-    overwrite = False  # replace earlier results in output_dir
+    output_dir = None  # results folder (default <checkpoint folder>/evaluation); for `separate`: audio folder
+    overwrite = False  # replace earlier results or separated files in output_dir
+    inputs = []  # for `separate`: audio files (wav, flac, ogg, mp3) or folders of them
     run_dir = "runs"  # Sacred file observer folder; None for none
     mongo_url = None  # record the evaluation in MongoDB as well
     runs = "runs"  # for `compare`: the file observer folder whose runs to tabulate
@@ -221,6 +223,21 @@ def compare_runs(runs_dir: str) -> str:
     header, rows = comparison_table(runs_dir)
     widths = [max(len(str(row[col])) for row in [header, *rows]) for col in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows])
+
+
+@ex.command(unobserved=True)
+def separate(checkpoint, inputs, output_dir, overwrite, _log):
+    """Writes one WAV per source for every input file, at the input's rate and channel count,
+    streaming in blocks so that memory stays flat however long the input."""
+    from Models.checkpoint import load_separator
+    from Models.streaming import separate_paths
+
+    if not checkpoint or not inputs or not output_dir:
+        raise ValueError("`separate` needs checkpoint, inputs and output_dir: python Evaluate.py separate with "
+                         "checkpoint=checkpoints/<run name> 'inputs=[\"song.mp3\"]' output_dir=separated")
+    written = separate_paths(load_separator(checkpoint), list(inputs), output_dir, overwrite)
+    _log.info("Wrote %d files to %s", len(written), output_dir)
+    return written
 
 
 @ex.command(unobserved=True)

@@ -16,7 +16,8 @@ Voice and chords share the key, the register and the 200-2000 Hz band, so a fixe
 filter separates them poorly; pitch contour, vibrato, formants and rhythm tell them apart.
 Loudness and the voice-to-accompaniment ratio vary per song.
 
-Layout under the root folder:
+Layout under the root folder (24-bit WAV files, whose sums are exact: a mixture equals the sum
+of its stems as read back):
 - paired/: the DSD100 layout (Mixtures/ and Sources/, Dev/ and Test/), described by
   DemoPaired.xml with Training and Test splits;
 - extra/<song>/{mix,instrumental,voice}.wav: a CCMixter-like layout without splits, described
@@ -67,6 +68,7 @@ _VOWEL_WEIGHTS = np.array([0.3, 0.25, 0.1, 0.2, 0.15])  # open vowels dominate i
 _FOURTH_FORMANT = 3500.0
 _FORMANT_BANDWIDTHS = np.array([80.0, 100.0, 160.0, 250.0])
 _SINGER_RANGES = ((50, 67), (60, 77))  # MIDI: about 147-392 Hz and 262-698 Hz
+_PCM_24_STEPS = 2 ** 23
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ def _melody_notes(rng: np.random.Generator, song: _Song, singer_range: tuple[int
     position = len(notes) // 2 + np.cumsum(steps)
     # Fold the walk back into the range (a triangle wave over the note indices).
     period = 2 * (len(notes) - 1)
-    folded = np.abs((position % period + period) % period)
+    folded = position % period
     folded = np.where(folded > len(notes) - 1, period - folded, folded)
     return notes[folded]
 
@@ -247,7 +249,7 @@ def _plan_syllables(rng: np.random.Generator, song: _Song, duration: float, long
     """Phrases of 1-2 bars of syllables on a sixteenth grid, ending on a held note."""
     sixteenth = song.beat / 4
     onsets, lengths, phrase_onsets = [], [], []
-    position = rng.integers(2, 7) * song.beat  # an instrumental intro
+    position = min(rng.integers(2, 7) * song.beat, duration / 4)  # an instrumental intro
     while position < duration:
         phrase_onsets.append(position)
         phrase_end = position + rng.integers(1, 3) * song.bar
@@ -479,16 +481,17 @@ def _synthesise_song(rng: np.random.Generator, settings: DemoSettings, long_paus
         stems["vocals"] = _panned(voice, rng.uniform(-0.15, 0.15))
     peak_target = 10 ** (rng.uniform(-14, -2) / 20)  # loudness varies per song
     peak = max(np.abs(sum(stems.values())).max(), *(np.abs(stem).max() for stem in stems.values()))
-    return {name: _channels(stem * (peak_target / peak), settings.channels) for name, stem in stems.items()}
+    return {name: _stored_form(stem * (peak_target / peak), settings.channels) for name, stem in stems.items()}
 
 
-def _channels(stereo: np.ndarray, channels: int) -> np.ndarray:
+def _stored_form(stereo: np.ndarray, channels: int) -> np.ndarray:
+    """float32 on the 24-bit PCM grid: such values survive writing unchanged, and so do their
+    sums, so a stored mixture is exactly the sum of its stored stems."""
     chosen = stereo if channels == 2 else stereo.mean(axis=1, keepdims=True)
-    return chosen.astype(np.float32)
+    return (np.round(chosen * _PCM_24_STEPS) / _PCM_24_STEPS).astype(np.float32)
 
 
 def _mixture(stems: list[np.ndarray]) -> np.ndarray:
-    """Sum in float32, so that the stored mixture is exactly the sum of the stored stems."""
     total = np.zeros_like(stems[0])
     for stem in stems:
         total += stem
@@ -500,8 +503,8 @@ def _song_generator(settings: DemoSettings, stream: int, number: int) -> np.rand
 
 
 def _write(path: str, signal: np.ndarray, sample_rate: int) -> None:
-    """24-bit PCM: float WAVs carry a PEAK chunk with a time stamp, which would make the files
-    differ from run to run; 24 bits keep mixtures equal to the sum of their stems within 1e-6."""
+    """24-bit PCM, not float: libsndfile puts a time stamp into float WAVs (the PEAK chunk), so
+    they would differ from run to run."""
     audio.write(path, signal, sample_rate, subtype="PCM_24")
 
 
@@ -564,6 +567,7 @@ def _manifest(settings: DemoSettings) -> dict:
 
 def is_complete(root: str, settings: DemoSettings) -> bool:
     """Whether `root` holds a finished demo set made with `settings` whose files all exist."""
+    root = os.path.abspath(root)
     try:
         with open(os.path.join(root, MANIFEST_NAME), encoding="utf-8") as file:
             if json.load(file) != _manifest(settings):
@@ -571,8 +575,11 @@ def is_complete(root: str, settings: DemoSettings) -> bool:
         databases = [parse_descriptor(path) for path in _descriptor_paths(root, settings)]
     except (OSError, ValueError, DescriptorError):
         return False
-    return all(os.path.isfile(os.path.join(database.root, instrument.relative_path))
-               for database in databases for track in database.tracks for instrument in track.instruments)
+    # A moved or copied cache still names its old folder in the descriptors.
+    expected_roots = [os.path.join(root, PAIRED_FOLDER), os.path.join(root, EXTRA_FOLDER)]
+    return (all(database.root == expected for database, expected in zip(databases, expected_roots))
+            and all(os.path.isfile(os.path.join(database.root, instrument.relative_path))
+                    for database in databases for track in database.tracks for instrument in track.instruments))
 
 
 def _clear(root: str) -> None:

@@ -79,3 +79,30 @@ def test_compare_table_lists_differing_keys_best_first(tiny_config):
     assert compare_runs(tiny_config["run_dir"]).splitlines()[0].split()[:3] == ["run", "status", "alpha"]
     with pytest.raises(FileNotFoundError, match="No Sacred runs"):
         compare_runs(tiny_config["model_base_dir"])
+
+
+def test_separate_command_end_to_end_on_wav_and_mp3(tiny_config, tmp_path):
+    import shutil
+
+    import soundfile
+
+    from Evaluate import ex as evaluation
+    from Training import ex as training
+
+    trained = training.run(config_updates=dict(tiny_config, phases=["supervised"], max_epochs=1))
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "tone_440hz_2s.mp3"), inputs / "tone.mp3")
+    soundfile.write(inputs / "noise.wav", np.random.default_rng(0).uniform(-0.3, 0.3, (30000, 1)), 22050)
+    updates = {"checkpoint": trained.info["checkpoint_dir"], "inputs": [str(inputs)],
+               "output_dir": str(tmp_path / "out")}
+    run = evaluation.run("separate", config_updates=updates)
+    assert sorted(os.path.relpath(path, tmp_path / "out") for path in run.result) == [
+        "noise/accompaniment.wav", "noise/voice.wav", "tone/accompaniment.wav", "tone/voice.wav"]
+    voice = soundfile.info(str(tmp_path / "out" / "tone" / "voice.wav"))
+    assert (voice.samplerate, voice.channels) == (22050, 2)
+    assert soundfile.info(str(tmp_path / "out" / "noise" / "voice.wav")).frames == 30000
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        evaluation.run("separate", config_updates=updates)
+    with pytest.raises(ValueError, match="needs checkpoint, inputs and output_dir"):
+        evaluation.run("separate", config_updates={"checkpoint": updates["checkpoint"]})

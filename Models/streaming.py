@@ -1,0 +1,364 @@
+"""Separating audio files of any length with flat memory.
+
+A file is never held whole: it is read in blocks, resampled to the model's rate with
+`soxr.ResampleStream`, turned into STFT frames, separated in long windows, turned back into
+audio by overlap-add with the mixture's phase, resampled back to the file's rate and appended
+to the output files. Every stage keeps only the samples or frames that its next output still
+needs, so memory depends on the block and window sizes, not on the length of the file.
+
+The result equals whole-file separation at the model's rate (`Evaluate.separate_audio` on
+each channel, resampled there and back with `Datasets.audio.resample`) up to float rounding:
+
+* the STFT is centred with reflect padding like `Datasets.features.stft`, the first and last
+  half window reflected from the signal's own ends;
+* separator windows follow `Models.inference.separate_log_spectrogram`: output windows advance
+  by a multiple of 2^num_layers frames with `context` zero frames before the first frame and
+  zeros after the last, so the output does not depend on where a window starts;
+* the inverse STFT accumulates both the windowed frames and the squared-window sum, as
+  librosa's `istft` does, and divides where a sample has received all its frames.
+
+The one intended difference: a time-frequency bin where the mixture is exactly zero (digital
+silence) gives zero in every source, where `features.reconstruct` would give it phase 0 and
+whatever magnitude the network predicts for silence.
+
+Each channel is separated independently (the model is mono; channels go through the network
+as one batch). Outputs are `<output_dir>/<input stem>/<source>.wav`, 32-bit float, at the
+input's sample rate and channel count and with exactly its number of frames.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+
+import librosa
+import numpy as np
+import soundfile
+import soxr
+import tensorflow as tf
+from scipy.signal import get_window
+from tqdm import tqdm
+
+from Datasets.audio import AudioFileError
+from Models.shapes import input_size_for_output, valid_output_size
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+DEFAULT_BLOCK_SECONDS = 30.0
+# Activation memory that one separator window may take. Larger windows waste less on context
+# frames, but past about a thousand frames (paper model, one channel) they stop getting faster.
+ACTIVATION_BUDGET_BYTES = 256 * 2 ** 20
+# float32 feature maps alive per input frame, in units of input_bins * base_filters: about six
+# at full resolution (first conv, skip crop, upsampling, concatenation, last conv), and the
+# coarser levels add as much again (each halves the area per channel doubling).
+FEATURE_MAPS_PER_FRAME = 12
+
+
+class _Resampler:
+    """Streaming band-limited resampling, (frames, channels) in and out; a no-op at equal rates."""
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int):
+        self._stream = (None if from_rate == to_rate else
+                        soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32", quality="HQ"))
+
+    def push(self, samples: np.ndarray, last: bool) -> np.ndarray:
+        if self._stream is None:
+            return samples
+        return self._stream.resample_chunk(np.ascontiguousarray(samples), last=last)
+
+
+class _StreamingStft:
+    """Centred, reflect-padded Hann STFT of a stream of (frames, channels) samples, emitting
+    complex (channels, bins, frames) as soon as each frame's samples are all there."""
+
+    def __init__(self, n_fft: int, hop: int, channels: int):
+        self.n_fft, self.hop, self.pad = n_fft, hop, n_fft // 2
+        self.signal_length = 0
+        self._started = False
+        # Samples from the start of the next frame on (padded-signal coordinates once started).
+        self._buffer = np.zeros((0, channels), np.float32)
+        # The signal's last pad + 1 samples, which the end padding reflects.
+        self._tail = np.zeros((0, channels), np.float32)
+
+    def push(self, samples: np.ndarray, last: bool) -> np.ndarray:
+        self.signal_length += len(samples)
+        self._buffer = np.concatenate([self._buffer, samples])
+        self._tail = np.concatenate([self._tail, samples])[-(self.pad + 1):]
+        if not self._started:
+            if last:  # the whole signal is here: pad both ends as the whole-file STFT does
+                if self.signal_length > 0:
+                    self._buffer = np.pad(self._buffer, ((self.pad, self.pad), (0, 0)), mode="reflect")
+                return self._frames()
+            if len(self._buffer) <= self.pad:  # the start's reflection needs pad + 1 samples
+                return self._frames()
+            self._buffer = np.concatenate([self._buffer[1:self.pad + 1][::-1], self._buffer])
+            self._started = True
+        if last:
+            self._buffer = np.concatenate([self._buffer, self._tail[:-1][::-1]])
+        return self._frames()
+
+    def _frames(self) -> np.ndarray:
+        """The frames that the buffer holds whole; unpadded samples are never enough for one."""
+        count = max((len(self._buffer) - self.n_fft) // self.hop + 1, 0)
+        if count == 0:
+            return np.zeros((self._buffer.shape[1], self.n_fft // 2 + 1, 0), np.complex64)
+        # librosa's own framing and FFT, so that the frames equal the whole-file STFT's to the
+        # last bit: the phase of a bin with next to no energy swings with any rounding.
+        used = self._buffer[:(count - 1) * self.hop + self.n_fft]
+        spectrum = librosa.stft(np.ascontiguousarray(used.T), n_fft=self.n_fft, hop_length=self.hop,
+                                window="hann", center=False).astype(np.complex64, copy=False)
+        self._buffer = self._buffer[count * self.hop:]
+        return spectrum
+
+
+class _OverlapAdd:
+    """Inverse of `_StreamingStft`: complex (channels, bins, frames) in, the finished samples
+    (frames, channels) out, trimmed to the signal's span once its length is known."""
+
+    def __init__(self, n_fft: int, hop: int, channels: int):
+        self.n_fft, self.hop, self.pad = n_fft, hop, n_fft // 2
+        self.window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
+        self._squared_window = self.window ** 2
+        self._sum = np.zeros((0, channels), np.float32)  # from the next unfinished padded sample on
+        self._window_sum = np.zeros(0, np.float32)
+        self._to_trim = self.pad  # the padded signal's first `pad` samples precede the signal
+        self._emitted = 0
+
+    def push(self, spectrum: np.ndarray, last: bool, signal_length: int) -> np.ndarray:
+        count = spectrum.shape[2]
+        frames = np.fft.irfft(spectrum, n=self.n_fft, axis=1).astype(np.float32) * self.window[:, None]
+        span = max((count - 1) * self.hop + self.n_fft, len(self._sum)) if count else len(self._sum)
+        total = np.zeros((span, self._sum.shape[1]), np.float32)
+        window_sum = np.zeros(span, np.float32)
+        total[:len(self._sum)] = self._sum
+        window_sum[:len(self._window_sum)] = self._window_sum
+        for index in range(count):
+            start = index * self.hop
+            total[start:start + self.n_fft] += frames[:, :, index].T
+            window_sum[start:start + self.n_fft] += self._squared_window
+        finished = span if last else count * self.hop
+        audio = total[:finished]
+        nonzero = window_sum[:finished] > np.finfo(np.float32).tiny
+        audio[nonzero] /= window_sum[:finished][nonzero, None]
+        self._sum, self._window_sum = total[finished:], window_sum[finished:]
+        trimmed = min(self._to_trim, len(audio))
+        self._to_trim -= trimmed
+        audio = audio[trimmed:]
+        if last:
+            audio = np.concatenate([audio, np.zeros((max(signal_length - self._emitted - len(audio), 0),
+                                                     audio.shape[1]), np.float32)])
+            audio = audio[:signal_length - self._emitted]
+        self._emitted += len(audio)
+        return audio
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(model) -> Callable:
+    """The model as one TensorFlow graph, traced once for any batch and window length (and once
+    per model, not per file): about twice as fast on a CPU as Keras's layer-by-layer eager calls."""
+    spec = tf.TensorSpec([None, model.input_shape[1], None, 1], tf.float32)
+    return tf.function(lambda mixture: model(mixture, training=False), input_signature=[spec])
+
+
+class _WindowedSeparator:
+    """Runs the separator on windows of `step` output frames with their context, as
+    `separate_log_spectrogram` does, over a stream of log1p frames (channels, bins, frames)."""
+
+    def __init__(self, model, shapes, num_layers: int, num_bins: int, step: int, channels: int):
+        self.model, self.num_bins, self.step = _compiled(model), num_bins, step
+        self.input_frames = input_size_for_output(valid_output_size(step, num_layers), num_layers)
+        self._bins_below = shapes.input_bins_below
+        context = (self.input_frames - valid_output_size(step, num_layers)) // 2
+        # Padded log mixture from the next window's start on; the first window sees `context` zeros.
+        self._buffer = np.zeros((channels, shapes.input_bins, context), np.float32)
+        self._received = 0
+        self._produced = 0
+
+    def push(self, log_frames: np.ndarray, last: bool) -> dict[str, np.ndarray]:
+        self._received += log_frames.shape[2]
+        padded = np.zeros((*self._buffer.shape[:2], log_frames.shape[2]), np.float32)
+        padded[:, self._bins_below:self._bins_below + self.num_bins] = log_frames
+        self._buffer = np.concatenate([self._buffer, padded], axis=2)
+        estimates: dict[str, list[np.ndarray]] = {}
+        while self._buffer.shape[2] >= self.input_frames or (last and self._produced < self._received):
+            if self._buffer.shape[2] < self.input_frames:  # zeros after the signal, as in whole-file
+                missing = self.input_frames - self._buffer.shape[2]
+                self._buffer = np.pad(self._buffer, ((0, 0), (0, 0), (0, missing)))
+            outputs = self.model(tf.constant(self._buffer[:, :, :self.input_frames, None]))
+            for name, output in outputs.items():
+                estimates.setdefault(name, []).append(np.asarray(output)[:, :self.num_bins, :self.step, 0])
+            self._buffer = self._buffer[:, :, self.step:]
+            self._produced += self.step
+        # The last window may reach past the signal; its surplus frames are no frames of the song.
+        surplus = max(self._produced - self._received, 0)
+        return {name: np.concatenate(parts, axis=2)[:, :, :self.step * len(parts) - surplus]
+                for name, parts in estimates.items()}
+
+
+def _unit_phase(mixture: np.ndarray) -> np.ndarray:
+    """mixture / |mixture|, and 0 where the mixture has no energy: no source has energy there
+    either, so a network that outputs some magnitude for silence cannot make silence audible."""
+    magnitude = np.abs(mixture)
+    return np.divide(mixture, magnitude, out=np.zeros_like(mixture), where=magnitude > 0)
+
+
+class SeparationStream:
+    """All stages for one file: push (frames, channels) blocks at `input_rate` in order, the
+    last with `last=True`; get back {source: (frames, channels)} at `input_rate`. Concatenating
+    the outputs gives each source with exactly as many frames as were pushed."""
+
+    def __init__(self, trained, input_rate: int, channels: int, window_frames: int):
+        settings = trained.settings
+        self._to_model = _Resampler(input_rate, settings.sample_rate, channels)
+        self._stft = _StreamingStft(settings.n_fft, settings.hop, channels)
+        self._separator = _WindowedSeparator(trained.model, trained.shapes, trained.num_layers,
+                                             settings.num_bins, window_frames, channels)
+        self._mixture = np.zeros((channels, settings.num_bins, 0), np.complex64)  # awaiting estimates
+        self._inverse = {name: _OverlapAdd(settings.n_fft, settings.hop, channels)
+                         for name in trained.source_names}
+        self._from_model = {name: _Resampler(settings.sample_rate, input_rate, channels)
+                            for name in trained.source_names}
+        self._pushed = 0
+        self._returned = dict.fromkeys(trained.source_names, 0)
+
+    def push(self, block: np.ndarray, last: bool) -> dict[str, np.ndarray]:
+        self._pushed += len(block)
+        spectrum = self._stft.push(self._to_model.push(block, last), last)
+        self._mixture = np.concatenate([self._mixture, spectrum], axis=2)
+        estimates = self._separator.push(np.log1p(np.abs(spectrum)), last)
+        count = next(iter(estimates.values())).shape[2] if estimates else 0
+        phase = _unit_phase(self._mixture[:, :, :count])
+        audio = {}
+        for name in self._inverse:
+            log_estimate = estimates.get(name, np.zeros((*self._mixture.shape[:2], 0), np.float32))
+            magnitude = np.maximum(np.expm1(log_estimate), 0.0)
+            model_rate = self._inverse[name].push(magnitude * phase, last, self._stft.signal_length)
+            audio[name] = self._fit_to_input_length(name, self._from_model[name].push(model_rate, last), last)
+        self._mixture = self._mixture[:, :, count:]
+        return audio
+
+    def _fit_to_input_length(self, name: str, audio: np.ndarray, last: bool) -> np.ndarray:
+        """Resampling there and back may come out a few frames long or short: cut or zero-pad to
+        the number of frames pushed."""
+        audio = audio[:max(self._pushed - self._returned[name], 0)]
+        if last:
+            missing = self._pushed - self._returned[name] - len(audio)
+            audio = np.concatenate([audio, np.zeros((missing, audio.shape[1]), np.float32)])
+        self._returned[name] += len(audio)
+        return audio
+
+
+def output_paths(trained, input_path: str, output_dir: str) -> dict[str, str]:
+    """{source: `<output_dir>/<input stem>/<source>.wav`}."""
+    stem = os.path.splitext(os.path.basename(input_path))[0]
+    return {name: os.path.join(output_dir, stem, f"{name}.wav") for name in trained.source_names}
+
+
+def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for path in paths:
+        if os.path.exists(path):
+            raise FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it.")
+
+
+def window_frames_for_budget(trained, channels: int, budget_bytes: int = ACTIVATION_BUDGET_BYTES) -> int:
+    """The longest output window (a multiple of 2^num_layers frames) whose activations for all
+    `channels` fit in `budget_bytes`."""
+    base_filters = trained.model.get_layer("encoder_0").filters
+    bytes_per_frame = 4 * trained.shapes.input_bins * base_filters * FEATURE_MAPS_PER_FRAME * channels
+    grid = 2 ** trained.num_layers
+    return max(budget_bytes // bytes_per_frame // grid, 1) * grid
+
+
+def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            block = audio_file.read(block_frames, dtype="float32", always_2d=True)
+            yield block
+            if len(block) < block_frames:
+                return
+    except RuntimeError as error:  # libsndfile reports truncated or corrupt data this way
+        raise AudioFileError(f"Cannot read audio file '{path}': {error}") from error
+
+
+def _open_input(path: str) -> soundfile.SoundFile:
+    if not os.path.isfile(path):
+        raise AudioFileError(f"Audio file '{path}' does not exist.")
+    try:
+        return soundfile.SoundFile(path)
+    except RuntimeError as error:
+        raise AudioFileError(f"Cannot read audio file '{path}' (supported: wav, flac, ogg, mp3): {error}") \
+            from error
+
+
+def separate_file(trained, input_path: str, output_dir: str, overwrite: bool = False,
+                  block_seconds: float = DEFAULT_BLOCK_SECONDS, window_frames: int | None = None,
+                  progress: bool = False) -> list[str]:
+    """Separates one audio file into `<output_dir>/<input stem>/<source>.wav` and returns the
+    paths written. `window_frames` (output frames per separator call, rounded down to a
+    multiple of 2^num_layers) defaults to the largest that fits ACTIVATION_BUDGET_BYTES.
+    Outputs are written under temporary names and renamed when complete."""
+    input_path = os.fspath(input_path)
+    targets = output_paths(trained, input_path, output_dir)
+    _refuse_existing(list(targets.values()), overwrite)
+    with _open_input(input_path) as audio_file, ExitStack() as cleanup:
+        rate, channels = audio_file.samplerate, audio_file.channels
+        grid = 2 ** trained.num_layers
+        step = (window_frames_for_budget(trained, channels) if window_frames is None
+                else max(window_frames // grid, 1) * grid)
+        stream = SeparationStream(trained, rate, channels, step)
+        folder = os.path.dirname(next(iter(targets.values())))
+        os.makedirs(folder, exist_ok=True)
+        # Plain WAV cannot pass 4 GiB (about 3 h of 44.1 kHz stereo float); RF64 can.
+        container = "WAV" if audio_file.frames * channels * 4 < 2 ** 32 - 2 ** 20 else "RF64"
+        writers = {}
+        for name in targets:
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=".wav", dir=folder)
+            os.close(handle)
+            cleanup.callback(lambda path=temporary: os.path.exists(path) and os.unlink(path))
+            writers[name] = cleanup.enter_context(
+                soundfile.SoundFile(temporary, "w", rate, channels, subtype="FLOAT", format=container))
+        bar = cleanup.enter_context(tqdm(total=audio_file.frames, unit="frame", unit_scale=True,
+                                         disable=not progress, desc=os.path.basename(input_path)))
+        block_frames = max(int(block_seconds * rate), 1)
+        for block in _read_blocks(audio_file, input_path, block_frames):
+            last = len(block) < block_frames
+            for name, audio in stream.push(block, last).items():
+                writers[name].write(audio)
+            bar.update(len(block))
+            if last:
+                break
+        for name, writer in writers.items():
+            writer.close()
+            os.replace(writer.name, targets[name])
+    return list(targets.values())
+
+
+def audio_files(inputs: Sequence[str]) -> list[str]:
+    """The given files, and every wav/flac/ogg/mp3 inside the given folders (recursively, sorted)."""
+    found = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found += sorted(os.path.join(folder, name) for folder, _, names in os.walk(item) for name in names
+                            if name.lower().endswith(AUDIO_EXTENSIONS))
+        else:
+            found.append(os.fspath(item))
+    return found
+
+
+def separate_paths(trained, inputs: Sequence[str], output_dir: str, overwrite: bool = False) -> list[str]:
+    """Separates files and folders of files (see `audio_files`), with a progress bar per file.
+    Every output is checked before the first file is separated, so a refused overwrite or two
+    inputs with the same stem stop the run before it writes anything."""
+    files = audio_files(inputs)
+    targets = [path for file in files for path in output_paths(trained, file, output_dir).values()]
+    if len(set(targets)) < len(targets):
+        duplicate = next(path for path in targets if targets.count(path) > 1)
+        raise ValueError(f"Two inputs would both write '{duplicate}': give them different file names.")
+    _refuse_existing(targets, overwrite)
+    written = []
+    for file in files:
+        written += separate_file(trained, file, output_dir, overwrite=True, progress=True)
+    return written
