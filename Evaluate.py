@@ -81,6 +81,9 @@ def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: Un
         signals = [audio.read(sample, sample_rate=settings.sample_rate, mono=True)
                    for sample in (track.mixture, *track.sources)]
         length = min(len(signal) for signal in signals)
+        if any(len(signal) != length for signal in signals):
+            log.warning("Track '%s': mixture and references differ in length (%s samples); scoring the first %d",
+                        track.name, ", ".join(str(len(signal)) for signal in signals), length)
         mixture = signals[0][:length]
         references = {name: signal[:length] for name, signal in zip(source_names, signals[1:])}
         estimates = separate_audio(separator, mixture, settings, shapes, num_layers, window_frames)

@@ -25,7 +25,7 @@ of its stems as read back):
 - demo_manifest.json: settings and format version, written last, so a root holding a manifest
   with the requested settings is complete and is reused as it is.
 
-    python -m Datasets.demo ROOT [--seed N]
+    python -m Datasets.demo ROOT [--seed N] [--duration SECONDS] [--training-tracks N] ...
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -628,12 +628,13 @@ def generate_demo_data(root: str, seed: int = 0, *, training_tracks: int = 8, te
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate the built-in synthetic demo data set.")
     parser.add_argument("root", help="folder to write it to (reused when it already holds it)")
-    parser.add_argument("--seed", type=int, default=0)
+    for setting in fields(DemoSettings):
+        parser.add_argument(f"--{setting.name.replace('_', '-')}", type=type(setting.default), default=setting.default)
     arguments = parser.parse_args(argv)
-    settings = DemoSettings(seed=arguments.seed)
-    reused = is_complete(os.path.abspath(arguments.root), settings)
+    settings = DemoSettings(**{setting.name: getattr(arguments, setting.name) for setting in fields(DemoSettings)})
+    reused = is_complete(arguments.root, settings)
     start = time.perf_counter()
-    descriptors = generate_demo_data(arguments.root, seed=arguments.seed)
+    descriptors = generate_demo_data(arguments.root, **asdict(settings))
     action = "Found" if reused else f"Generated in {time.perf_counter() - start:.1f} s"
     print(f"{action}: {settings.training_tracks} training + {settings.test_tracks} test paired and "
           f"{settings.extra_tracks} extra tracks of {settings.duration:g} s at {settings.sample_rate} Hz; "

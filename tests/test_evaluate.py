@@ -106,3 +106,32 @@ def test_separate_command_end_to_end_on_wav_and_mp3(tiny_config, tmp_path):
         evaluation.run("separate", config_updates=updates)
     with pytest.raises(ValueError, match="needs checkpoint, inputs and output_dir"):
         evaluation.run("separate", config_updates={"checkpoint": updates["checkpoint"]})
+
+
+def test_references_of_different_lengths_are_trimmed_with_a_warning(tmp_path, caplog):
+    import keras
+    import soundfile
+
+    from Datasets.conversions import SeparationTrack
+    from Datasets.features import SpectrogramSettings
+    from Evaluate import evaluate_tracks
+    from Models.separator import build_separator
+    from Models.shapes import unet_shapes
+    from Sample import Sample
+
+    rng = np.random.default_rng(0)
+    lengths = {"mixture": 8192 * 2, "accompaniment": 8192 * 2 - 300, "voice": 8192 * 2}
+    for name, length in lengths.items():
+        soundfile.write(tmp_path / f"{name}.wav", rng.uniform(-0.2, 0.2, length), 8192, subtype="FLOAT")
+    samples = {name: Sample.from_path(tmp_path / f"{name}.wav") for name in lengths}
+    track = SeparationTrack("uneven", "test", samples["mixture"], samples["accompaniment"], samples["voice"])
+    keras.utils.set_random_seed(0)
+    separator = build_separator(2, 8, 33, base_filters=2)
+    for name in ("accompaniment", "voice"):  # non-negative output kernels: audible estimates
+        layer = separator.get_layer(name)
+        layer.set_weights([np.abs(weight) + 0.01 for weight in layer.get_weights()])
+    results = evaluate_tracks(separator, [track], SpectrogramSettings(8192, 64, 32), unet_shapes(2, 8, 33), 2,
+                              ("accompaniment", "voice"))
+    assert "differ in length" in caplog.text and "uneven" in caplog.text
+    assert results[0]["silent"] == [] and "silent_estimates" not in results[0]
+    assert all(np.isfinite(results[0][name]["SDR"]) for name in ("accompaniment", "voice"))
