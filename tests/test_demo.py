@@ -29,8 +29,8 @@ def _read(database, track, name) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def demo_set(tmp_path_factory):
-    """Three paired songs (the third has long vocal pauses) and three extra ones, the last an
-    instrumental; long enough for statistics about the signals."""
+    """Three paired songs and three extra ones, the last an instrumental; long enough for
+    statistics about the signals."""
     root = tmp_path_factory.mktemp("demo")
     paths = demo.generate_demo_data(str(root), training_tracks=2, test_tracks=1, extra_tracks=3,
                                     instrumental_extra_tracks=1, duration=8.0)
@@ -38,9 +38,11 @@ def demo_set(tmp_path_factory):
 
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
-    first = _audio_files(demo.generate_demo_data(str(tmp_path / "a"), seed=3, **SMALL) and tmp_path / "a")
-    again = _audio_files(demo.generate_demo_data(str(tmp_path / "b"), seed=3, **SMALL) and tmp_path / "b")
-    other = _audio_files(demo.generate_demo_data(str(tmp_path / "c"), seed=4, **SMALL) and tmp_path / "c")
+    def generated_files(folder: str, seed: int) -> dict[str, bytes]:
+        demo.generate_demo_data(str(tmp_path / folder), seed=seed, **SMALL)
+        return _audio_files(tmp_path / folder)
+
+    first, again, other = generated_files("a", 3), generated_files("b", 3), generated_files("c", 4)
     assert len(first) == 5 + 3 and first == again
     assert first.keys() == other.keys()
     assert all(first[path] != other[path] for path in first)
@@ -141,7 +143,7 @@ def test_voice_and_accompaniment_share_the_band_and_a_fixed_filter_separates_poo
     fixed_gain = voice_power / (voice_power + np.mean(np.abs(accompaniment) ** 2, axis=1, keepdims=True))
     ideal_mask = np.abs(voice) / (np.abs(voice) + np.abs(accompaniment) + 1e-9)
     fixed, ideal = _sdr(voice, fixed_gain * mixture), _sdr(voice, ideal_mask * mixture)
-    assert fixed < 6.0 and ideal > fixed + 5.0
+    assert fixed < 7.0 and ideal > fixed + 5.0
 
 
 def test_voice_pauses(demo_set):
@@ -150,13 +152,12 @@ def test_voice_pauses(demo_set):
         return float(np.mean(frame_power < frame_power.max() * 1e-4))
 
     shares = [silent_share(voice) for voice, _ in _voice_and_accompaniment(demo_set[0])]
-    assert all(share > 0.15 for share in shares)
-    assert shares[2] > max(shares[:2])  # the third song has long pauses
+    assert all(share > 0.2 for share in shares)
 
 
 def test_rejects_impossible_settings(tmp_path):
-    for settings in (dict(training_tracks=0, test_tracks=0), dict(extra_tracks=1, instrumental_extra_tracks=2),
-                     dict(duration=0.5), dict(channels=3), dict(sample_rate=4000)):
+    for settings in (dict(training_tracks=0, test_tracks=0), dict(extra_tracks=-1), dict(duration=0.5),
+                     dict(channels=3), dict(sample_rate=4000)):
         with pytest.raises(ValueError):
             demo.generate_demo_data(str(tmp_path), **settings)
 
