@@ -143,8 +143,8 @@ def main(_config, _run, _log, seed):
     from Datasets import load_dataset_for
     from Datasets.excerpts import PairedExcerpts, SpectrogramCache, UnpairedExcerpts
     from Datasets.features import SpectrogramSettings
-    from Models.adversarial import AdversarialSeparator
     from Datasets.audio import read
+    from Models.adversarial import AdversarialSeparator
     from Models.solver import AudioExample, Solver, ValidationSong
 
     config = dict(_config)
@@ -217,16 +217,20 @@ def main(_config, _run, _log, seed):
         _log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.phase, solver.progress.epoch)
 
     from Evaluate import evaluate_tracks, summarise
+    from Models.checkpoint import load_separator
 
     test_songs = songs(partitions.test)
     results = {}
     for phase in config["phases"]:
         solver.train((phase,))
+        # Score the saved best model of the phase, in a separate network: a resumed run may still
+        # be training a later phase in `model`.
         best = solver.checkpoint_path(f"best_{phase}")
-        scores = evaluate_tracks(model.separator, partitions.test, settings, model.shapes, config["num_layers"],
+        separator = load_separator(best).model
+        scores = evaluate_tracks(separator, partitions.test, settings, model.shapes, config["num_layers"],
                                  model.source_names, config["validation_window_frames"])
-        results[phase] = {"validation_loss": float(solver.progress.best_validation_loss),
-                          "test_loss": float(solver.supervised_loss(test_songs)),
+        results[phase] = {"validation_loss": float(solver.best_validation_loss(phase)),
+                          "test_loss": float(solver.supervised_loss(test_songs, separator)),
                           "test": summarise(scores, model.source_names), "test_tracks": scores,
                           "checkpoint": os.path.abspath(best)}
         medians = ", ".join(f"{name} SDR {summary.get('median_SDR', float('nan')):.2f} dB "

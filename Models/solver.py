@@ -139,12 +139,13 @@ class Solver:
         self.initial_separator_weights = state["initial_separator"]
 
     # ---- validation --------------------------------------------------------------------
-    def supervised_loss(self, songs: list[ValidationSong]) -> float:
-        """Supervised loss over whole songs (validation or test), frame-weighted."""
+    def supervised_loss(self, songs: list[ValidationSong], separator=None) -> float:
+        """Supervised loss over whole songs (validation or test), frame-weighted; of the model in
+        training unless another `separator` is given."""
         squared_error, frames = 0.0, 0
         for song in songs:
-            estimates = separate_log_spectrogram(self.model.separator, song.log_mixture, self.model.shapes,
-                                                 self.num_layers, self.validation_window_frames)
+            estimates = separate_log_spectrogram(separator or self.model.separator, song.log_mixture,
+                                                 self.model.shapes, self.num_layers, self.validation_window_frames)
             for index, name in enumerate(self.model.source_names):
                 squared_error += float(np.mean(np.square(estimates[name] - song.log_sources[index]), axis=0).sum())
             frames += song.log_mixture.shape[1]
@@ -204,6 +205,10 @@ class Solver:
     def _best_weights(self, phase: str) -> list:
         with open(self.checkpoint_path(f"best_{phase}"), "rb") as handle:
             return pickle.load(handle)["separator"]
+
+    def best_validation_loss(self, phase: str) -> float:
+        with open(self.checkpoint_path(f"best_{phase}"), "rb") as handle:
+            return pickle.load(handle)["progress"]["best_validation_loss"]
 
     def train(self, phases: tuple[str, ...]) -> None:
         """Runs the phases not completed yet, continuing an interrupted one where it stopped."""

@@ -80,8 +80,11 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monk
     interrupted = _last_state(run_folder)
     assert interrupted["progress"]["phase"] == "semi_supervised" and interrupted["step_in_epoch"] == 1
 
-    ex.run(config_updates=dict(config, resume=run_folder))
+    resumed_run = ex.run(config_updates=dict(config, resume=run_folder))
     resumed = _last_state(run_folder)
+    for phase in ("supervised", "semi_supervised"):  # each phase scored from its own best checkpoint
+        for key, value in reference.result[phase].items():
+            assert resumed_run.result[phase][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (phase, key)
     assert resumed["progress"] == expected["progress"]
     for name in ("separator",):
         for got, want in zip(resumed[name], expected[name]):
