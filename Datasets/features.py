@@ -49,11 +49,17 @@ def magnitude_from_log(log_mag: np.ndarray) -> np.ndarray:
     return np.maximum(np.expm1(log_mag), 0.0).astype(np.float32, copy=False)
 
 
+def unit_phase(mixture_spectrogram: np.ndarray) -> np.ndarray:
+    """mixture / |mixture|, and 0 where the mixture has no energy: no source has energy there
+    either, so a network that outputs some magnitude for silence cannot make silence audible."""
+    magnitude = np.abs(mixture_spectrogram)
+    return np.divide(mixture_spectrogram, magnitude, out=np.zeros_like(mixture_spectrogram), where=magnitude > 0)
+
+
 def reconstruct(magnitude: np.ndarray, mixture_spectrogram: np.ndarray, hop: int = 256,
                 length: int | None = None) -> np.ndarray:
     """Audio from an estimated magnitude and the mixture's phase."""
-    phase = np.exp(1j * np.angle(mixture_spectrogram))
-    return istft(magnitude * phase, hop=hop, length=length)
+    return istft(magnitude * unit_phase(mixture_spectrogram), hop=hop, length=length)
 
 
 def mel_filterbank(sample_rate: int = 16000, n_fft: int = 1024, n_mels: int = 64, fmin: float = 0.0,

@@ -17,9 +17,8 @@ each channel, resampled there and back with `Datasets.audio.resample`) up to flo
 * the inverse STFT accumulates both the windowed frames and the squared-window sum, as
   librosa's `istft` does, and divides where a sample has received all its frames.
 
-The one intended difference: a time-frequency bin where the mixture is exactly zero (digital
-silence) gives zero in every source, where `features.reconstruct` would give it phase 0 and
-whatever magnitude the network predicts for silence.
+A time-frequency bin where the mixture is exactly zero (digital silence) gives zero in every
+source, in both (`Datasets.features.unit_phase`).
 
 Each channel is separated independently (the model is mono; channels go through the network
 as one batch). Outputs are `<output_dir>/<input stem>/<source>.wav`, 32-bit float, at the
@@ -42,6 +41,7 @@ from scipy.signal import get_window
 from tqdm import tqdm
 
 from Datasets.audio import AudioFileError
+from Datasets.features import unit_phase
 from Models.shapes import input_size_for_output, valid_output_size
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -196,13 +196,6 @@ class _WindowedSeparator:
                 for name, parts in estimates.items()}
 
 
-def _unit_phase(mixture: np.ndarray) -> np.ndarray:
-    """mixture / |mixture|, and 0 where the mixture has no energy: no source has energy there
-    either, so a network that outputs some magnitude for silence cannot make silence audible."""
-    magnitude = np.abs(mixture)
-    return np.divide(mixture, magnitude, out=np.zeros_like(mixture), where=magnitude > 0)
-
-
 class SeparationStream:
     """All stages for one file: push (frames, channels) blocks at `input_rate` in order, the
     last with `last=True`; get back {source: (frames, channels)} at `input_rate`. Concatenating
@@ -228,7 +221,7 @@ class SeparationStream:
         self._mixture = np.concatenate([self._mixture, spectrum], axis=2)
         estimates = self._separator.push(np.log1p(np.abs(spectrum)), last)
         count = next(iter(estimates.values())).shape[2] if estimates else 0
-        phase = _unit_phase(self._mixture[:, :, :count])
+        phase = unit_phase(self._mixture[:, :, :count])
         audio = {}
         for name in self._inverse:
             log_estimate = estimates.get(name, np.zeros((*self._mixture.shape[:2], 0), np.float32))
