@@ -150,3 +150,21 @@ def test_unreachable_mongodb_fails_fast_with_the_url(tiny_config):
     with pytest.raises(ConnectionError, match="Cannot reach MongoDB at mongodb://127.0.0.1:9/sacred .*mongo_url"):
         ex.run(config_updates=dict(tiny_config, mongo_url=url))
     assert time.perf_counter() - start < 5
+
+
+def test_patience_allows_epochs_without_improvement_and_keeps_the_best(tiny_config, monkeypatch):
+    validation_losses = iter([1.0, 1.1, 0.9, 1.2, 1.3, 0.1])
+    original_loss = Solver.Solver.supervised_loss
+
+    def scripted_loss(self, songs, separator=None):
+        if songs is self.validation:
+            return next(validation_losses)
+        return original_loss(self, songs, separator)
+
+    monkeypatch.setattr(Solver.Solver, "supervised_loss", scripted_loss)
+    run = ex.run(config_updates=dict(tiny_config, phases=["supervised"], epoch_it=1, max_epochs=10, patience=2))
+    # Epoch 2 did not improve but training went on (the original stopped there); epochs 4 and
+    # 5 did not improve either, so the phase ended before the sixth epoch.
+    assert run.info["results"]["supervised"]["validation_loss"] == 0.9
+    state = _last_state(run.info["checkpoint_dir"])
+    assert state["progress"]["best_epoch"] == 2 and state["progress"]["global_step"] == 5
