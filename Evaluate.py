@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 
 import numpy as np
 from sacred import SETTINGS, Experiment
@@ -27,6 +26,7 @@ from sacred import SETTINGS, Experiment
 import tracking.observers
 
 from Datasets import audio, features
+from Datasets.atomic import atomic_open
 from Datasets.features import SpectrogramSettings
 from Models.bss import bss_eval_sources, evaluate_in_parallel
 from Models.inference import separate_log_spectrogram
@@ -134,14 +134,8 @@ def summarise_per_database(results: list[dict], source_names: tuple[str, ...]) -
 def _write_atomically(path: str, payload: dict) -> None:
     """JSON or pickle by the file's extension, through a temporary file and a rename."""
     binary = path.endswith(".pkl")
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb" if binary else "w") as output:
-            pickle.dump(payload, output) if binary else json.dump(payload, output, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_open(path, "wb" if binary else "w") as output:
+        pickle.dump(payload, output) if binary else json.dump(payload, output, indent=2)
 
 
 def _log_to_tensorboard(folder: str, summary: dict, partition: str) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import soundfile
 import soxr
+
+from Datasets.atomic import atomic_open
 
 from Sample import Sample, SilentSample
 
@@ -121,14 +122,5 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
 
     The default 32-bit float subtype keeps sums and differences of sources that exceed [-1, 1].
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".wav", dir=folder)
-    os.close(handle)
-    try:
-        soundfile.write(temporary, audio, sample_rate, subtype=subtype, format="WAV")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_open(path) as file:
+        soundfile.write(file, audio, sample_rate, subtype=subtype, format="WAV")

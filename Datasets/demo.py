@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +43,7 @@ from scipy import ndimage
 from scipy import signal as scipy_signal
 
 from Datasets import audio
+from Datasets.atomic import atomic_open
 from Datasets.descriptors import (DescriptorError, Database, Instrument, Track, parse_descriptor, scan_folder,
                                   write_descriptor)
 
@@ -585,10 +585,8 @@ def _clear(root: str) -> None:
 
 
 def _write_manifest(root: str, settings: DemoSettings) -> None:
-    handle, temporary = tempfile.mkstemp(suffix=".json", dir=root)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
+    with atomic_open(os.path.join(root, MANIFEST_NAME), "w", encoding="utf-8") as file:
         json.dump(_manifest(settings), file, indent=2)
-    os.replace(temporary, os.path.join(root, MANIFEST_NAME))
 
 
 def generate_demo_data(root: str, seed: int = DemoSettings.seed, *,

@@ -22,7 +22,6 @@ import collections
 import hashlib
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from Datasets import audio, features
+from Datasets.atomic import atomic_open
 from Datasets.features import SpectrogramSettings
 from Models.shapes import UnetShapes
 from Sample import Sample, SilentSample
@@ -139,16 +139,8 @@ class SpectrogramCache:
     def _compute_and_store(self, sample: Sample) -> None:
         path = self.entry_path(sample)
         spectrogram = log_spectrogram(sample, self.settings)
-        os.makedirs(self.folder, exist_ok=True)
-        # Written under a temporary name and renamed so a crash never leaves a truncated entry.
-        handle, temporary = tempfile.mkstemp(suffix=".npy.tmp", dir=self.folder)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, spectrogram)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with atomic_open(path) as file:  # a crash never leaves a truncated entry
+            np.save(file, spectrogram)
 
 
 def _aligned_zeros(shape: Shape) -> np.ndarray:

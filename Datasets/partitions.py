@@ -23,12 +23,12 @@ import importlib
 import logging
 import os
 import pickle
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from Datasets.atomic import atomic_open
 from Datasets.conversions import MissingAudioError, SeparationTrack, convert_track
 from Datasets.descriptors import Database, Track, parse_descriptor
 from Sample import Sample
@@ -190,11 +190,8 @@ def _read_cache(cache_file: str, key: dict) -> tuple[Partitions | None, str]:
 
 
 def _write_cache(cache_file: str, key: dict, partitions: Partitions) -> None:
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(cache_file), suffix=".tmp")
-    with os.fdopen(handle, "wb") as output:
+    with atomic_open(cache_file) as output:
         pickle.dump({"key": key, "partitions": partitions}, output)
-    os.replace(temporary, cache_file)
 
 
 def load_partitions(descriptor_paths: list[str], cache_dir: str, dataset_root: str | None = None,

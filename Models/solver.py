@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +22,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from Datasets import features
+from Datasets.atomic import atomic_open
 from Models.adversarial import AdversarialSeparator
 from Models.inference import separate_log_spectrogram
 
@@ -71,17 +71,8 @@ def keras_variable_value(value) -> float:
 
 
 def _write_atomically(path: str, payload) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as output:
-            pickle.dump(payload, output, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_open(path) as output:
+        pickle.dump(payload, output, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class Solver:
