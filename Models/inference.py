@@ -8,9 +8,21 @@ not depend on the window length (up to float rounding), only the memory does.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
+import tensorflow as tf
 
 from Models.shapes import UnetShapes, input_size_for_output, valid_output_size
+
+
+@functools.lru_cache(maxsize=4)
+def compiled_separator(model) -> Callable:
+    """The model as one TensorFlow graph, traced once for any batch and window length (and once
+    per model, not per song): about twice as fast on a CPU as Keras's layer-by-layer eager calls."""
+    spec = tf.TensorSpec([None, model.input_shape[1], None, 1], tf.float32)
+    return tf.function(lambda mixture: model(mixture, training=False), input_signature=[spec])
 
 
 def separate_log_spectrogram(separator, log_mixture: np.ndarray, shapes: UnetShapes, num_layers: int,
@@ -26,9 +38,10 @@ def separate_log_spectrogram(separator, log_mixture: np.ndarray, shapes: UnetSha
     padded = np.zeros((shapes.input_bins, (num_windows - 1) * step + input_frames), np.float32)
     padded[shapes.input_bins_below:shapes.input_bins_below + num_bins, context:context + num_frames] = log_mixture
     estimates: dict[str, list[np.ndarray]] = {}
+    compiled = compiled_separator(separator)
     for window in range(num_windows):
         start = window * step
-        outputs = separator(padded[None, :, start:start + input_frames, None], training=False)
+        outputs = compiled(tf.constant(padded[None, :, start:start + input_frames, None]))
         for name, output in outputs.items():
             estimates.setdefault(name, []).append(np.asarray(output)[0, :num_bins, :step, 0])
     return {name: np.concatenate(parts, axis=1)[:, :num_frames] for name, parts in estimates.items()}

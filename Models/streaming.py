@@ -26,10 +26,9 @@ input's sample rate and channel count and with exactly its number of frames.
 """
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 
 import librosa
@@ -42,6 +41,7 @@ from tqdm import tqdm
 
 from Datasets.audio import AudioFileError
 from Datasets.features import unit_phase
+from Models.inference import compiled_separator
 from Models.shapes import input_size_for_output, valid_output_size
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -153,20 +153,12 @@ class _OverlapAdd:
         return audio
 
 
-@functools.lru_cache(maxsize=4)
-def _compiled(model) -> Callable:
-    """The model as one TensorFlow graph, traced once for any batch and window length (and once
-    per model, not per file): about twice as fast on a CPU as Keras's layer-by-layer eager calls."""
-    spec = tf.TensorSpec([None, model.input_shape[1], None, 1], tf.float32)
-    return tf.function(lambda mixture: model(mixture, training=False), input_signature=[spec])
-
-
 class _WindowedSeparator:
     """Runs the separator on windows of `step` output frames with their context, as
     `separate_log_spectrogram` does, over a stream of log1p frames (channels, bins, frames)."""
 
     def __init__(self, model, shapes, num_layers: int, num_bins: int, step: int, channels: int):
-        self.model, self.num_bins, self.step = _compiled(model), num_bins, step
+        self.model, self.num_bins, self.step = compiled_separator(model), num_bins, step
         self.input_frames = input_size_for_output(valid_output_size(step, num_layers), num_layers)
         self._bins_below = shapes.input_bins_below
         context = (self.input_frames - valid_output_size(step, num_layers)) // 2
