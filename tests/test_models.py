@@ -6,7 +6,7 @@ import tensorflow as tf
 from Models.adversarial import AdversarialSeparator, additivity_loss, one_sided_gradient_penalty
 from Models.critic import build_critic
 from Models.inference import separate_log_spectrogram
-from Models.separator import build_separator
+from Models.separator import MaxPooling2x2, build_separator
 from Models.shapes import UnetShapes, input_size_for_output, unet_shapes, valid_output_size
 
 TINY = dict(num_layers=2, num_frames=8, num_bins=33, base_filters=4, critic_base_filters=4,
@@ -23,6 +23,28 @@ def test_paper_shapes_and_parameter_counts():
     outputs = separator(np.zeros((2, 350, 158, 1), np.float32))
     assert {name: tuple(out.shape) for name, out in outputs.items()} == {
         "accompaniment": (2, 258, 66, 1), "voice": (2, 258, 66, 1)}
+
+
+@pytest.mark.parametrize("height, width", [(6, 8), (7, 5)])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_strided_max_pooling_equals_keras_max_pooling_in_values_and_gradients(height, width, jit_compile):
+    features = tf.constant(np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32))
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(2, height // 2, width // 2, 3)).astype(np.float32))
+
+    def pooled_and_gradient(layer):
+        @tf.function(jit_compile=jit_compile)
+        def run(features):
+            with tf.GradientTape() as tape:
+                tape.watch(features)
+                pooled = layer(features)
+                loss = tf.reduce_sum(pooled * upstream)
+            return pooled, tape.gradient(loss, features)
+        return run(features)
+
+    ours, keras_pooling = pooled_and_gradient(MaxPooling2x2()), pooled_and_gradient(keras.layers.MaxPooling2D(2))
+    np.testing.assert_array_equal(ours[0].numpy(), keras_pooling[0].numpy())
+    np.testing.assert_array_equal(ours[1].numpy(), keras_pooling[1].numpy())
+    assert np.count_nonzero(ours[1].numpy()) == upstream.shape.num_elements()
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 5])
