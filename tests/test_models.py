@@ -25,10 +25,11 @@ def test_paper_shapes_and_parameter_counts():
         "accompaniment": (2, 258, 66, 1), "voice": (2, 258, 66, 1)}
 
 
-@pytest.mark.parametrize("height, width", [(6, 8), (7, 5)])
+@pytest.mark.parametrize("height, width, ties", [(6, 8, False), (7, 5, False), (6, 8, True)])
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_strided_max_pooling_equals_keras_max_pooling_in_values_and_gradients(height, width, jit_compile):
-    features = tf.constant(np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32))
+def test_max_pooling_2x2_equals_keras_max_pooling_in_values_and_gradients(height, width, ties, jit_compile):
+    features = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32)
+    features = tf.constant(np.round(features) if ties else features)  # rounding makes equal maxima
     upstream = tf.constant(np.random.default_rng(1).normal(size=(2, height // 2, width // 2, 3)).astype(np.float32))
 
     def pooled_and_gradient(layer):
