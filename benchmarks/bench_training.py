@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +33,6 @@ import tensorflow as tf  # noqa: E402
 import Models.separator  # noqa: E402
 from Models.adversarial import AdversarialSeparator  # noqa: E402
 from Models.separator import build_separator  # noqa: E402
-from unittest import mock  # noqa: E402
 
 
 def keras_pooling() -> contextlib.AbstractContextManager:
