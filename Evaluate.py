@@ -9,7 +9,10 @@ and scored with BSS Eval v3 `bss_eval_sources`, references [accompaniment, voice
 permutation (Models/bss.py: mir_eval's numbers to within 1e-8 dB, about ten times faster).
 NSDR and NSIR subtract the scores of the unprocessed mixture used as the
 estimate of every source. A silent reference (an instrumental song's voice) cannot be
-scored: that source is left out of the song's scores and flagged, never averaged in.
+scored: that source is left out of the song's scores and flagged. A score that cannot be
+defined (no NSDR where the mixture is the reference) is left out and listed with its reason;
+a silent estimate of an audible source is a failure and scores FAILED_SCORE_DB. Every median
+comes with the number of songs behind it.
 
 `protocol=museval_v4` scores the same separations the modern way instead (SiSEC 2018, MUSDB
 tables): museval's BSS Eval v4 over 1 s windows, the median over windows per song, then the
@@ -17,7 +20,8 @@ median over songs.
 
 A checkpoint of the weak-label method is scored on its test clips instead: tagging metrics
 and per-class event SDR/SIR/SAR beside the no-separation and ideal-binary-mask baselines
-(Models/event_separation.py); `separate` then writes one file per detected class.
+(Models/event_separation.py); `separate` then writes one file per class, silent where the
+model does not detect it.
 
 Training.py calls `evaluate_tracks` on the best model of each phase.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import pickle
 
@@ -35,15 +40,16 @@ from sacred import SETTINGS, Experiment
 import tracking.observers
 
 from Datasets import audio, features
-from Datasets.atomic import atomic_open
+from Datasets.atomic import atomic_open, check_folder_creatable
 from Datasets.features import SpectrogramSettings
-from Models.bss import bss_eval_sources, evaluate_in_parallel, museval_v4
+from Models.bss import FAILED_SCORE_DB, ROUNDING_NOISE_DB, bss_eval_sources, evaluate_in_parallel, museval_v4
 from Models.inference import separate_log_spectrogram
 from Models.shapes import UnetShapes
 
 log = logging.getLogger(__name__)
 
 METRICS = ("SDR", "SIR", "SAR")
+RELATIVE_METRICS = {"NSDR": "SDR", "NSIR": "SIR"}  # improvement over the unprocessed mixture
 SILENCE_ENERGY = 1e-8  # mean squared amplitude below which a reference counts as silent
 
 
@@ -62,12 +68,38 @@ def _audible(references: dict[str, np.ndarray]) -> list[str]:
     return [name for name, reference in references.items() if np.mean(reference ** 2) > SILENCE_ENERGY]
 
 
-def _named(scores, audible: list[str]) -> dict[str, dict]:
+def _named(scores, names: list[str], with_sir: bool) -> dict[str, dict]:
     """(sdr, sir, sar) arrays to {source: {metric: dB}}. With a single audible source there is
     no interference to measure, so SIR is left out."""
-    metrics = METRICS if len(audible) > 1 else ("SDR", "SAR")
+    metrics = METRICS if with_sir else ("SDR", "SAR")
     return {name: {metric: float(scores[METRICS.index(metric)][position]) for metric in metrics}
-            for position, name in enumerate(audible)}
+            for position, name in enumerate(names)}
+
+
+def _record(result: dict, name: str, estimated: dict[str, float], unprocessed: dict[str, float]) -> None:
+    """The finite scores of source `name` into `result[name]`, with NSDR and NSIR; every score
+    that cannot be defined goes to `result["undefined"][name]` with its reason instead."""
+    values, undefined = {}, {}
+    for metric, value in estimated.items():
+        if math.isfinite(value):
+            values[metric] = value
+        else:
+            undefined[metric] = (f"{value} dB: the error energy it divides by vanished to rounding, or no part of "
+                                 "the song could be scored")
+    for relative, metric in RELATIVE_METRICS.items():
+        if metric not in estimated:
+            continue
+        if not unprocessed[metric] < ROUNDING_NOISE_DB:
+            undefined[relative] = (f"the unprocessed mixture equals this source's reference (its {metric} is "
+                                   f"{unprocessed[metric]:.0f} dB, rounding noise), so there is no baseline to "
+                                   "improve on")
+        elif metric in values:
+            values[relative] = values[metric] - unprocessed[metric]
+        else:
+            undefined[relative] = f"{metric} is undefined"
+    result[name] = values
+    if undefined:
+        result.setdefault("undefined", {})[name] = undefined
 
 
 def bss_scores(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -76,7 +108,7 @@ def bss_scores(references: dict[str, np.ndarray], estimates: dict[str, np.ndarra
     if not audible:
         return {}
     return _named(bss_eval_sources(np.stack([references[n] for n in audible]),
-                                   np.stack([estimates[n] for n in audible])), audible)
+                                   np.stack([estimates[n] for n in audible])), audible, len(audible) > 1)
 
 
 PROTOCOLS = ("bss_eval_v3", "museval_v4")
@@ -85,16 +117,19 @@ PROTOCOLS = ("bss_eval_v3", "museval_v4")
 def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: UnetShapes, num_layers: int,
                     source_names: tuple[str, ...], window_frames: int = 2048, workers: int | None = None,
                     protocol: str = "bss_eval_v3") -> list[dict]:
-    """Scores of every track: {"track", "database", "silent": [...], source: {SDR, ..., NSDR, NSIR}}.
+    """Scores of every track: {"track", "database", "silent": [...], "failed": [...],
+    source: {SDR, ..., NSDR, NSIR}, and "undefined": {source: {metric: reason}} if any}.
 
     Songs are separated one after the other; the metrics of all of them (separation and the
     unprocessed-mixture baseline) are then computed in parallel across cores. "bss_eval_v3"
-    scores whole songs (the paper); "museval_v4" gives each source the median of its 1 s windows."""
+    scores whole songs (the paper); "museval_v4" gives each source the median of its 1 s windows.
+    A silent estimate of an audible source is a failed separation: it is listed under "failed"
+    and scores FAILED_SCORE_DB in every metric, so that it counts against the model."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"Config key `protocol` must be one of {PROTOCOLS}, got {protocol!r}.")
     score = bss_eval_sources if protocol == "bss_eval_v3" else functools.partial(museval_v4,
                                                                                  window=settings.sample_rate)
-    results, jobs, audible_per_track = [], [], []
+    results, jobs, scored_per_track = [], [], []
     for track in tracks:
         signals = [audio.read(sample, sample_rate=settings.sample_rate, mono=True)
                    for sample in (track.mixture, *track.sources)]
@@ -106,39 +141,55 @@ def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: Un
         references = {name: signal[:length] for name, signal in zip(source_names, signals[1:])}
         estimates = separate_audio(separator, mixture, settings, shapes, num_layers, window_frames)
         audible = _audible(references)
-        # An all-zero estimate of an audible source has no defined SDR: flag it, never fake it.
-        silent_estimates = [name for name in audible if not np.any(estimates[name])]
+        failed = [name for name in audible if not np.any(estimates[name])]
+        scored = [name for name in audible if name not in failed]
         results.append({"track": track.name, "database": track.database,
-                        "silent": [name for name in source_names if name not in audible],
-                        **({"silent_estimates": silent_estimates} if silent_estimates else {})})
-        audible_per_track.append([] if silent_estimates else audible)
-        if audible and not silent_estimates:
-            target = np.stack([references[name] for name in audible])
-            jobs += [(target, np.stack([estimates[name] for name in audible])),
-                     (target, np.stack([mixture] * len(audible)))]
+                        "silent": [name for name in source_names if name not in audible], "failed": failed})
+        scored_per_track.append(scored)
+        if audible:
+            # The estimates scored come first; every audible reference counts as an interferer.
+            target = np.stack([references[name] for name in scored + failed])
+            if scored:
+                jobs.append((target, np.stack([estimates[name] for name in scored])))
+            jobs.append((target, np.stack([mixture] * len(audible))))
     scores = iter(evaluate_in_parallel(jobs, workers, score=score))
-    for result, audible in zip(results, audible_per_track):
-        if not audible:
+    for result, scored in zip(results, scored_per_track):
+        order = scored + result["failed"]
+        if not order:
             continue
-        estimated, unprocessed = _named(next(scores), audible), _named(next(scores), audible)
-        for name, values in estimated.items():
-            result[name] = {**values, "NSDR": values["SDR"] - unprocessed[name]["SDR"]}
-            if "SIR" in values:
-                result[name]["NSIR"] = values["SIR"] - unprocessed[name]["SIR"]
+        with_sir = len(order) > 1
+        estimated = _named(next(scores), scored, with_sir) if scored else {}
+        estimated.update({name: dict.fromkeys(METRICS if with_sir else ("SDR", "SAR"), FAILED_SCORE_DB)
+                          for name in result["failed"]})
+        unprocessed = _named(next(scores), order, with_sir)
+        for name in order:
+            _record(result, name, estimated[name], unprocessed[name])
     return results
 
 
 def summarise(results: list[dict], source_names: tuple[str, ...]) -> dict:
-    """Mean and median of every metric per source, over the tracks where it could be measured."""
+    """Per source: "tracks" scored (failed ones included), "failed", and the mean, median and
+    count of every metric over the tracks where it is defined."""
     summary = {}
     for name in source_names:
-        summary[name] = {"tracks": sum(name in result for result in results)}
-        for metric in (*METRICS, "NSDR", "NSIR"):
-            values = [result[name][metric] for result in results if metric in result.get(name, {})]
+        scored = [result[name] for result in results if name in result]
+        summary[name] = {"tracks": len(scored), "failed": sum(name in result.get("failed", ()) for result in results)}
+        for metric in (*METRICS, *RELATIVE_METRICS):
+            values = [scores[metric] for scores in scored if metric in scores]
             if values:
                 summary[name].update({f"mean_{metric}": float(np.mean(values)),
-                                      f"median_{metric}": float(np.median(values))})
+                                      f"median_{metric}": float(np.median(values)), f"count_{metric}": len(values)})
     return summary
+
+
+def median_text(summary: dict, metric: str = "SDR") -> str:
+    """'5.73 dB over 7 songs, 1 failed' for a source's entry of `summarise`."""
+    if f"median_{metric}" not in summary:
+        return f"{metric} undefined on all {summary['tracks']} songs"
+    count = summary[f"count_{metric}"]
+    failed = f", {summary['failed']} failed (silent estimate, scored {FAILED_SCORE_DB:g} dB)" \
+        if summary["failed"] else ""
+    return f"{metric} {summary[f'median_{metric}']:.2f} dB over {count} songs{failed}"
 
 
 def summarise_per_database(results: list[dict], source_names: tuple[str, ...]) -> dict:
@@ -153,7 +204,8 @@ def _write_atomically(path: str, payload: dict) -> None:
     """JSON or pickle by the file's extension, through a temporary file and a rename."""
     binary = path.endswith(".pkl")
     with atomic_open(path, "wb" if binary else "w") as output:
-        pickle.dump(payload, output) if binary else json.dump(payload, output, indent=2)
+        # allow_nan=False: an infinity or NaN that slipped past the scoring is a bug, never a score
+        pickle.dump(payload, output) if binary else json.dump(payload, output, indent=2, allow_nan=False)
 
 
 def _log_to_tensorboard(folder: str, summary: dict, partition: str) -> None:
@@ -167,9 +219,26 @@ def _log_to_tensorboard(folder: str, summary: dict, partition: str) -> None:
                         tf.summary.scalar(f"{partition}/{database}/{source}/{key}", value)
 
 
+def check_config(config: dict, command: str) -> None:
+    """Rejects settings that cannot work, before Sacred opens a run."""
+    if command == "main":
+        if not config["checkpoint"]:
+            raise ValueError("Set `checkpoint` to a run's checkpoint folder or file: "
+                             "python Evaluate.py with checkpoint=checkpoints/<run name>")
+        if config["partition"] not in ("test", "valid"):
+            raise ValueError(f"Config key `partition` must be 'test' or 'valid', got {config['partition']!r}.")
+        if config["protocol"] not in PROTOCOLS:
+            raise ValueError(f"Config key `protocol` must be one of {PROTOCOLS}, got {config['protocol']!r}.")
+    if command == "separate" and not (config["checkpoint"] and config["inputs"] and config["output_dir"]):
+        raise ValueError("`separate` needs checkpoint, inputs and output_dir: python Evaluate.py separate with "
+                         "checkpoint=checkpoints/<run name> 'inputs=[\"song.mp3\"]' output_dir=separated")
+    if command in ("main", "separate") and config["output_dir"]:
+        check_folder_creatable(config["output_dir"], "output_dir")
+
+
 SETTINGS.CAPTURE_MODE = "sys"
 ex = Experiment("evaluation")
-tracking.observers.install(ex, commands=("main",))
+tracking.observers.install(ex, commands=("main",), check_config=check_config)
 
 
 @ex.config
@@ -181,6 +250,7 @@ def config():
     window_frames = 2048  # output frames per separator call on whole songs
     output_dir = None  # results folder (default <checkpoint folder>/evaluation); for `separate`: audio folder
     overwrite = False  # replace earlier results or separated files in output_dir
+    skip_existing = False  # for `separate`: leave out inputs whose outputs all exist (finish an earlier run)
     inputs = []  # for `separate`: audio files (wav, flac, ogg, mp3) or folders of them
     run_dir = "runs"  # Sacred file observer folder; None for none
     mongo_url = None  # record the evaluation in MongoDB as well
@@ -205,10 +275,20 @@ def _read_runs(runs_dir: str) -> list[dict]:
     return runs
 
 
-def _medians(result: dict) -> dict[str, float]:
-    """SDR medians of a Training.py result, phase by phase: {"<phase> <source>": dB}."""
-    return {f"{phase} {key.split('_median_')[0]}": value for phase, scores in result.items()
-            if isinstance(scores, dict) for key, value in scores.items() if key.endswith("_median_SDR")}
+def _medians(result: dict) -> dict[str, tuple[float, int | str, int]]:
+    """SDR medians of a Training.py result with the number of songs (or events) behind each and
+    how many of them failed, phase by phase: {"<phase> <source>": (dB, count, failed)}."""
+    return {f"{phase} {key[:-len('_median_SDR')]}": (value, scores.get(key.replace("_median_", "_count_"), "?"),
+                                                     scores.get(f"{key[:-len('_median_SDR')]}_failed", 0))
+            for phase, scores in result.items() if isinstance(scores, dict)
+            for key, value in scores.items() if key.endswith("_median_SDR")}
+
+
+def _median_cell(median: tuple[float, int | str, int] | None) -> str:
+    if median is None:
+        return "-"
+    value, count, failed = median
+    return f"{value:.2f} (n={count}{f', {failed} failed' if failed else ''})"
 
 
 def comparison_table(runs_dir: str) -> tuple[list[str], list[list[str]]]:
@@ -226,12 +306,12 @@ def comparison_table(runs_dir: str) -> tuple[list[str], list[list[str]]]:
                    columns[0] if columns else None)
 
     def sort_key(index):
-        value = scores[index].get(ranking) if ranking else None
-        return (value is None, -(value or 0.0))
+        median = scores[index].get(ranking) if ranking else None
+        return (median is None, -median[0] if median else 0.0)
 
     header = ["run", "status", *differing, *(f"{column} SDR" for column in columns)]
     rows = [[runs[i]["id"], runs[i]["status"], *(json.dumps(runs[i]["config"].get(key)) for key in differing),
-             *(f"{scores[i][column]:.2f}" if column in scores[i] else "-" for column in columns)]
+             *(_median_cell(scores[i].get(column)) for column in columns)]
             for i in sorted(range(len(runs)), key=sort_key)]
     return header, rows
 
@@ -244,21 +324,23 @@ def compare_runs(runs_dir: str) -> str:
 
 
 @ex.command(unobserved=True)
-def separate(checkpoint, inputs, output_dir, overwrite, mask_exponent, _log):
+def separate(checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, _log):
     """Writes one WAV per source for every input file, at the input's rate and channel count,
-    streaming in blocks so that memory stays flat however long the input."""
+    streaming in blocks so that memory stays flat however long the input. A file that cannot
+    be read is named and skipped; the command then exits with status 1 once the others are done."""
     from Models.checkpoint import checkpoint_method, load_event_separator, load_separator
     from Models.event_separation import separate_event_paths
-    from Models.streaming import separate_paths
+    from Models.streaming import SeparationFailed, separate_paths
 
-    if not checkpoint or not inputs or not output_dir:
-        raise ValueError("`separate` needs checkpoint, inputs and output_dir: python Evaluate.py separate with "
-                         "checkpoint=checkpoints/<run name> 'inputs=[\"song.mp3\"]' output_dir=separated")
-    if checkpoint_method(checkpoint) == "weak_label":
-        written = separate_event_paths(load_event_separator(checkpoint, mask_exponent), list(inputs), output_dir,
-                                       overwrite)
-    else:
-        written = separate_paths(load_separator(checkpoint), list(inputs), output_dir, overwrite)
+    try:
+        if checkpoint_method(checkpoint) == "weak_label":
+            written = separate_event_paths(load_event_separator(checkpoint, mask_exponent), list(inputs),
+                                           output_dir, overwrite, skip_existing)
+        else:
+            written = separate_paths(load_separator(checkpoint), list(inputs), output_dir, overwrite, skip_existing)
+    except SeparationFailed as failure:
+        _log.error("%s", failure)
+        raise SystemExit(1) from failure
     _log.info("Wrote %d files to %s", len(written), output_dir)
     return written
 
@@ -296,7 +378,7 @@ def evaluate_weak_label(checkpoint: str, partition: str, output_dir: str | None,
     ideal-binary-mask baselines, on a split of the clips the model was trained with."""
     from Datasets.weak_label import load_clips
     from Models.checkpoint import load_event_separator
-    from Models.event_separation import score_clips
+    from Models.event_separation import is_event_result, score_clips
 
     separator = load_event_separator(checkpoint, mask_exponent)
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)
@@ -314,7 +396,7 @@ def evaluate_weak_label(checkpoint: str, partition: str, output_dir: str | None,
               json_path, tagging.get("weighted_auc", np.nan), overall.get("separated_median_SDR", np.nan),
               overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan))
     return {**{key: tagging[key] for key in ("weighted_auc", "mean_average_precision", "mean_eer") if key in tagging},
-            **{f"event_{key}": value for key, value in overall.items() if "median" in key}}
+            **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}
 
 
 @ex.automain
@@ -322,15 +404,8 @@ def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_d
     from Datasets import load_dataset_for
     from Models.checkpoint import checkpoint_method, load_separator
 
-    if not checkpoint:
-        raise ValueError("Set `checkpoint` to a run's checkpoint folder or file: "
-                         "python Evaluate.py with checkpoint=checkpoints/<run name>")
-    if partition not in ("test", "valid"):
-        raise ValueError(f"Config key `partition` must be 'test' or 'valid', got {partition!r}.")
     if checkpoint_method(checkpoint) == "weak_label":
         return evaluate_weak_label(checkpoint, partition, output_dir, overwrite, _run, _log, mask_exponent)
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Config key `protocol` must be one of {PROTOCOLS}, got {protocol!r}.")
     trained = load_separator(checkpoint)
     json_path, pickle_path = _report_paths(trained.path, output_dir,
                                            partition if protocol == "bss_eval_v3" else f"{partition}_{protocol}",
@@ -344,8 +419,6 @@ def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_d
     _publish(report, json_path, pickle_path, _run)
     _log.info("Results in %s", json_path)
     for source, summary in report["summary"]["all"].items():
-        _log.info("%s: median SDR %.2f dB, NSDR %.2f dB over %d tracks", source, summary.get("median_SDR", np.nan),
-                  summary.get("median_NSDR", np.nan), summary["tracks"])
-    return {f"{source}_median_{metric}": summary[f"median_{metric}"]
-            for source, summary in report["summary"]["all"].items() for metric in (*METRICS, "NSDR", "NSIR")
-            if f"median_{metric}" in summary}
+        _log.info("%s: median %s; median %s", source, median_text(summary), median_text(summary, "NSDR"))
+    return {f"{source}_{key}": value for source, summary in report["summary"]["all"].items()
+            for key, value in summary.items() if key.startswith(("median_", "count_")) or key == "failed"}

@@ -19,7 +19,10 @@ the unprocessed mixture and the ideal binary mask.
 from __future__ import annotations
 
 import json
+import math
 import os
+import shlex
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,7 +60,7 @@ def config():
     dataset_roots = {}  # per data set root, e.g. {"DSD100": "/data/DSD100"}; wins over dataset_root
     split = "paper"  # "paper" or "by_tag" (Datasets/partitions.py)
     dataset_loader = None  # "module:function" returning the partitions directly (replaces the above)
-    skip_missing_files = False  # leave out tracks with missing audio (with a warning) instead of failing
+    skip_missing_files = False  # leave out tracks with missing, empty, damaged or unreadable audio (a warning each)
     cache_dir = ".cache"  # dataset.pkl, derived audio, spectrogram cache and demo data
     num_workers = 4  # threads that decode, resample and transform audio into the spectrogram cache
 
@@ -137,7 +140,22 @@ for _path in sorted(os.listdir(CONFIG_DIR)):
         ex.add_named_config(_path[:-len(".json")], os.path.join(CONFIG_DIR, _path))
 
 
-tracking.observers.install(ex, commands=("main",))
+def check_before_run(config: dict, command: str) -> None:
+    """Everything that can be checked before Sacred opens a run, so that a mistyped setting
+    leaves no failed run behind in runs/ or MongoDB."""
+    from Datasets.atomic import check_folder_creatable
+
+    if command != "main":
+        return
+    check_config(config)
+    for key in ("model_base_dir", "log_dir", "cache_dir", "run_dir"):
+        if config[key]:
+            check_folder_creatable(config[key], key)
+    if config["resume"]:
+        check_resumable(config["resume"], config)
+
+
+tracking.observers.install(ex, commands=("main",), check_config=check_before_run)
 
 
 def check_config(config: dict) -> None:
@@ -157,12 +175,17 @@ def check_config(config: dict) -> None:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Config key `{key}` must be a positive integer, got {value!r}.")
-    scale = 2 ** config["num_layers"]
+    num_layers, scale = config["num_layers"], 2 ** config["num_layers"]
     num_bins = config["num_fft"] // 2 + 1
-    if config["num_frames"] < scale or num_bins < scale:
-        raise ValueError(f"num_layers={config['num_layers']} halves each axis {config['num_layers']} times, so "
-                         f"num_frames ({config['num_frames']}) and the {num_bins} frequency bins of num_fft="
-                         f"{config['num_fft']} must be at least {scale}: lower num_layers or raise num_frames.")
+    if num_bins < scale:
+        raise ValueError(f"num_layers={num_layers} halves the frequency axis {num_layers} times, so it needs at "
+                         f"least {scale} frequency bins, but num_fft={config['num_fft']} gives {num_bins}: raise "
+                         f"num_fft to at least {2 * (scale - 1)}, or lower num_layers to at most "
+                         f"{int(math.log2(num_bins))}.")
+    if config["num_frames"] < scale:
+        raise ValueError(f"num_layers={num_layers} halves the time axis {num_layers} times, so num_frames "
+                         f"({config['num_frames']}) must be at least {scale}: raise num_frames to {scale}, or lower "
+                         f"num_layers to at most {int(math.log2(config['num_frames']))}.")
     unknown_phases = set(config["phases"]) - set(PHASES)
     if unknown_phases or not config["phases"]:
         raise ValueError(f"Config key `phases` must list some of {PHASES}, got {config['phases']!r}.")
@@ -295,7 +318,7 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         solver.restore(solver.checkpoint_path("last"))
         _log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.phase, solver.progress.epoch)
 
-    from Evaluate import evaluate_tracks, summarise
+    from Evaluate import evaluate_tracks, median_text, summarise
     from Models.checkpoint import load_separator
 
     test_songs = songs(partitions.test)
@@ -312,8 +335,7 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
                           "test_loss": float(solver.supervised_loss(test_songs, separator)),
                           "test": summarise(scores, model.source_names), "test_tracks": scores,
                           "checkpoint": os.path.abspath(best)}
-        medians = ", ".join(f"{name} SDR {summary.get('median_SDR', float('nan')):.2f} dB "
-                            f"(NSDR {summary.get('median_NSDR', float('nan')):.2f})"
+        medians = "; ".join(f"{name} {median_text(summary)}, {median_text(summary, 'NSDR')}"
                             for name, summary in results[phase]["test"].items())
         _log.info("%s: best validation loss %.5f, test loss %.5f; test medians: %s", phase,
                   results[phase]["validation_loss"], results[phase]["test_loss"], medians)
@@ -322,7 +344,7 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
     _run.info["results"] = results
     return {phase: {"test_loss": result["test_loss"],
                     **{f"{name}_{key}": value for name, summary in result["test"].items()
-                       for key, value in summary.items() if key.startswith("median_")}}
+                       for key, value in summary.items() if key.startswith(("median_", "count_")) or key == "failed"}}
             for phase, result in results.items()}
 
 
@@ -364,7 +386,7 @@ def train_weak_label(config, _run, _log, seed, run_name, checkpoint_dir):
     from Datasets.mel_cache import clip_mels, fit_frames
     from Datasets.weak_label import load_clips
     from Models.checkpoint import load_event_separator
-    from Models.event_separation import mel_power, score_clips
+    from Models.event_separation import is_event_result, mel_power, score_clips
     from Models.weak_label_model import build_weak_label_model
     from Models.weak_label_solver import JointModel, LabelledFeatures, Standardisation, WeakLabelSolver
 
@@ -439,19 +461,37 @@ def train_weak_label(config, _run, _log, seed, run_name, checkpoint_dir):
         _run.add_artifact(best, "best.pkl")
     return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
                               ("weighted_auc", "mean_average_precision", "mean_eer") if key in test_tagging},
-                           **{f"event_{key}": value for key, value in overall.items() if "median" in key}}}
+                           **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}}
 
 
-@ex.automain
+@ex.main
 def main(_config, _run, _log, seed, dataset_roots, recipe_options, classifier_options):
     # The dict-valued keys are named as arguments so that Sacred accepts entries added to them
-    # (`with dataset_roots.DSD100=...`); everything is read from `_config`.
+    # (`with dataset_roots.DSD100=...`); everything is read from `_config`. The config was
+    # checked by `check_before_run`.
     config = dict(_config)
-    check_config(config)
     run_name = config["resume"] and os.path.basename(os.path.normpath(config["resume"])) or \
         f"{time.strftime('%Y%m%d-%H%M%S')}_{_run._id or 'unobserved'}"
     checkpoint_dir = config["resume"] or os.path.join(config["model_base_dir"], run_name)
-    if config["resume"]:
-        check_resumable(checkpoint_dir, config)
     train = train_weak_label if config["method"] == "weak_label" else train_adversarial
     return train(config, _run, _log, seed, run_name, checkpoint_dir)
+
+
+def resume_command(argv: list[str], run_folder: str) -> str:
+    """The command line that continues an interrupted run: this one, with resume=<run folder>."""
+    arguments = [argument for argument in argv[1:] if not argument.startswith("resume=")]
+    if "with" not in arguments:
+        arguments.append("with")
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
+    return shlex.join([python, argv[0], *arguments, f"resume={run_folder}"])
+
+
+if __name__ == "__main__":
+    try:
+        ex.run_commandline()
+    except KeyboardInterrupt as interruption:  # Models.solver.TrainingInterrupted names its checkpoint
+        checkpoint = getattr(interruption, "checkpoint", None)
+        print(f"\nInterrupted; saved {checkpoint}. Continue with: "
+              f"{resume_command(sys.argv, os.path.dirname(checkpoint))}" if checkpoint else
+              "\nInterrupted before the first checkpoint: nothing to resume.", file=sys.stderr)
+        sys.exit(130)

@@ -35,6 +35,13 @@ import scipy.linalg
 import threadpoolctl  # installed with scikit-learn, pinned in requirements.txt
 
 FILTER_LENGTH = 512  # taps of the allowed distortion filters, as in BSS Eval v3 and mir_eval
+# What a silent estimate of an audible source scores in every metric: BSS Eval cannot decompose
+# it, yet it is the worst separation there is. Below what even an estimate of uncorrelated noise
+# scores (about -25 dB for a 20 s song at 8192 Hz), so a failure never looks better than a try.
+FAILED_SCORE_DB = -60.0
+# Above this an error has vanished to rounding (see the module docstring): the estimate is the
+# reference, and the exact figure (150 dB, +inf) only measures float precision.
+ROUNDING_NOISE_DB = 100.0
 
 Scores = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -152,12 +159,16 @@ def museval_v4(references: np.ndarray, estimates: np.ndarray, window: int) -> Sc
         raise RuntimeError(f"protocol='museval_v4' needs museval, which needs the ffmpeg binary: {error} "
                            "(Debian/Ubuntu: apt-get install ffmpeg)") from error
     references, estimates = _as_source_matrices(references, estimates)
+    num_estimates = len(estimates)
+    # museval wants one estimate per reference; each estimate's decomposition depends on the
+    # references only, so the references without an estimate stand in as their own and are dropped.
+    estimates = np.concatenate([estimates, references[num_estimates:]])
     sdr, _, sir, sar, _ = museval.metrics.bss_eval(
         references[..., np.newaxis], estimates[..., np.newaxis], window=window, hop=window,
         compute_permutation=False, filters_len=FILTER_LENGTH, framewise_filters=False, bsseval_sources_version=False)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: a source silent throughout
-        return tuple(np.nanmedian(metric, axis=1) for metric in (sdr, sir, sar))
+        return tuple(np.nanmedian(metric[:num_estimates], axis=1) for metric in (sdr, sir, sar))
 
 
 def evaluate_in_parallel(jobs: Sequence[tuple[np.ndarray, np.ndarray]], workers: int | None = None,

@@ -11,17 +11,19 @@ references [event, rest of the mixture], so SIR measures what of the other event
 background leaks in. Two estimates of the same event are scored beside it on the same clips:
 the unprocessed mixture (no separation) and the ideal binary mask (oracle: the STFT bins where
 the event is louder than the rest). An event whose class the model did not detect has no
-estimate: it counts as missed, and is not averaged into the SDR figures.
+estimate: it counts as missed, and is not averaged into the SDR figures. A detected event
+whose estimate is silent has failed: it scores FAILED_SCORE_DB and is counted as failed.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from Datasets import audio, features
 from Datasets.features import MelSettings
-from Models.bss import evaluate_in_parallel
+from Models.bss import FAILED_SCORE_DB, evaluate_in_parallel
 from Models.tagging import tagging_metrics
 from Models.weak_label_solver import JointModel, Standardisation
 
@@ -118,15 +120,20 @@ def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None)
                 estimates["separated"] = separator.apply_mask(masks[..., index], spectrogram, len(mixture))
             result["events"][name] = {} if detected else {"missed": True}
             for estimator, estimate in estimates.items():
+                metrics = METRICS if len(references) > 1 else ("SDR", "SAR")  # no interference without a rest
                 if _audible(estimate):
                     jobs.append((references, estimate[None]))
-                    slots.append((result["events"][name], estimator, len(references) > 1))
-                else:
-                    result["events"][name][estimator] = {"silent_estimate": True}
+                    slots.append((result["events"][name], estimator, metrics))
+                else:  # a detected event separated into silence: a failure, counted against the estimator
+                    result["events"][name][estimator] = dict.fromkeys(metrics, FAILED_SCORE_DB)
+                    result["events"][name].setdefault("failed", []).append(estimator)
         results.append(result)
-    for (event_result, estimator, has_rest), scores in zip(slots, evaluate_in_parallel(jobs, workers)):
-        metrics = METRICS if has_rest else ("SDR", "SAR")  # no interference to measure without a rest
-        event_result[estimator] = {metric: float(scores[METRICS.index(metric)][0]) for metric in metrics}
+    for (event_result, estimator, metrics), scores in zip(slots, evaluate_in_parallel(jobs, workers)):
+        values = {metric: float(scores[METRICS.index(metric)][0]) for metric in metrics}
+        event_result[estimator] = {metric: value for metric, value in values.items() if math.isfinite(value)}
+        undefined = [metric for metric, value in values.items() if not math.isfinite(value)]
+        if undefined:  # an error energy that vanished to rounding: no finite score exists
+            event_result.setdefault("undefined", {})[estimator] = undefined
     return results, np.array(all_probabilities).reshape(len(clips), len(separator.classes))
 
 
@@ -137,18 +144,27 @@ def score_clips(separator: EventSeparator, clips, workers: int | None = None) ->
     return results, tagging, summarise_events(results, separator.classes)
 
 
+def is_event_result(key: str) -> bool:
+    """Whether a key of `summarise_events` belongs in a run's result: the medians with their
+    counts, and the failed, missed and total events."""
+    return "_median_" in key or "_count_" in key or key.endswith("_failed") or key in ("events", "missed")
+
+
 def summarise_events(results: list[dict], classes: list[str]) -> dict:
-    """Per class and over all events ("all"): event counts, missed events, and mean / median
-    of every metric for each estimator, over the events it could be scored on."""
+    """Per class and over all events ("all"): event counts, missed events, and for each
+    estimator its failed events and the mean, median and count of every metric over the events
+    it could be scored on (failed ones included, at FAILED_SCORE_DB)."""
 
     def summary(events: list[dict]) -> dict:
         entry = {"events": len(events), "missed": sum(bool(event.get("missed")) for event in events)}
         for estimator in ESTIMATORS:
+            entry[f"{estimator}_failed"] = sum(estimator in event.get("failed", ()) for event in events)
             for metric in METRICS:
                 values = [event[estimator][metric] for event in events if metric in event.get(estimator, {})]
                 if values:
                     entry[f"{estimator}_mean_{metric}"] = float(np.mean(values))
                     entry[f"{estimator}_median_{metric}"] = float(np.median(values))
+                    entry[f"{estimator}_count_{metric}"] = len(values)
         return entry
 
     per_class = {name: [result["events"][name] for result in results if name in result["events"]]
@@ -157,25 +173,25 @@ def summarise_events(results: list[dict], classes: list[str]) -> dict:
             **{name: summary(events) for name, events in per_class.items()}}
 
 
-def separate_event_paths(separator: EventSeparator, inputs, output_dir: str, overwrite: bool = False) -> list[str]:
-    """`<output_dir>/<input stem>/<class>.wav` (mono, at the input's rate) for every class the
-    model detects in each input file; the clip probabilities of all classes are logged."""
+def separate_event_paths(separator: EventSeparator, inputs, output_dir: str, overwrite: bool = False,
+                         skip_existing: bool = False) -> list[str]:
+    """`<output_dir>/<input stem>/<class>.wav` (mono, at the input's rate) for every class of
+    each input file: the class's separated events where the model detects it, silence where
+    it does not. The clip probabilities of all classes are logged."""
     import logging
 
-    from tqdm import tqdm
+    from Models.streaming import output_paths, separate_paths
 
-    from Models.streaming import output_paths, plan_outputs
-
-    written = []
-    for path in tqdm(plan_outputs(separator, inputs, output_dir, overwrite), unit="file"):
+    def separate_one(path: str) -> list[str]:
         input_rate = audio.info(path).sample_rate
-        events, probabilities = separator.separate(
-            audio.read(path, sample_rate=separator.settings.sample_rate, mono=True))
+        mixture = audio.read(path, sample_rate=separator.settings.sample_rate, mono=True)
+        events, probabilities = separator.separate(mixture)
         logging.getLogger(__name__).info("%s: %s", path, ", ".join(
             f"{name} {probability:.2f}" for name, probability in zip(separator.classes, probabilities)))
         targets = output_paths(separator, path, output_dir)
-        for name, waveform in events.items():
-            audio.write(targets[name], audio.resample(waveform, separator.settings.sample_rate, input_rate),
-                        input_rate)
-            written.append(targets[name])
-    return written
+        for name, target in targets.items():
+            waveform = events.get(name, np.zeros_like(mixture))
+            audio.write(target, audio.resample(waveform, separator.settings.sample_rate, input_rate), input_rate)
+        return list(targets.values())
+
+    return separate_paths(separator, inputs, output_dir, overwrite, skip_existing, separate_one)

@@ -39,12 +39,13 @@ def dsd_folder(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
-    """A tiny demo data set: 2 training and 2 test songs, 3 extra songs, 3 s each at 8192 Hz."""
+    """A tiny demo data set: 2 training and 2 test songs, 3 extra songs (the last, a test song,
+    instrumental like the full demo's), 3 s each at 8192 Hz."""
     from Datasets.demo import generate_demo_data
 
     root = tmp_path_factory.mktemp("demo")
     return generate_demo_data(str(root), seed=3, training_tracks=2, test_tracks=2, extra_tracks=3,
-                              instrumental_extra_tracks=0, duration=3.0, sample_rate=8192, channels=1)
+                              instrumental_extra_tracks=1, duration=3.0, sample_rate=8192, channels=1)
 
 
 @pytest.fixture

@@ -40,16 +40,18 @@ START_TIMEOUT_S = 90.0  # Omniboard's first start on a cold disk reads ~800 npm 
 STOP_TIMEOUT_S = 15.0  # then the process is killed
 UP_COMMAND = "python -m tracking up"
 
-# Shown in Omniboard's run table from the first start: the metrics Training.py logs per epoch
-# and the test medians of its result. Added only where the database has no column of that name.
+# Shown in Omniboard's run table from the first start: the metrics Training.py logs per epoch,
+# and the test medians of its result with the number of songs behind each and how many failed.
+# Added only where the database has no column of that name.
 OMNIBOARD_METRIC_COLUMNS = (
     {"name": "best_supervised_validation_loss", "metric_name": "supervised.validation_loss", "extrema": "min"},
     {"name": "best_semi_supervised_validation_loss", "metric_name": "semi_supervised.validation_loss",
      "extrema": "min"},
 )
 OMNIBOARD_CUSTOM_COLUMNS = tuple(
-    {"name": f"{phase}_{source}_SDR", "config_path": f"result.{phase}.{source}_median_SDR"}
-    for phase in ("supervised", "semi_supervised") for source in ("voice", "accompaniment"))
+    {"name": f"{phase}_{source}_{column}", "config_path": f"result.{phase}.{source}_{key}"}
+    for phase in ("supervised", "semi_supervised") for source in ("voice", "accompaniment")
+    for column, key in (("SDR", "median_SDR"), ("songs", "count_SDR"), ("failed", "failed")))
 
 
 class StackError(RuntimeError):
