@@ -7,6 +7,7 @@ audioread, which needs the ffmpeg binary.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -19,13 +20,62 @@ from Sample import Sample, SilentSample
 
 
 class AudioFileError(RuntimeError):
-    """An audio file is missing, unreadable or in a format no installed decoder handles."""
+    """An audio file is missing, empty, damaged, unreadable or in a format no installed decoder handles."""
 
 
-def _missing_or_unreadable(path: str, error: Exception) -> AudioFileError:
+class DamagedAudioError(AudioFileError):
+    """A file holds less audio than its header says: it was cut short while written or copied."""
+
+
+# libsndfile trims a chunk size that the file cannot hold to what is there, and notes both in
+# its log: "data : 80000 (should be 3360)". WAV and WAVEX log the data chunk, AIFF the SSND
+# chunk, RF64 only the RIFF size.
+_PROMISED_SIZE = re.compile(r"^\s*(data|SSND|Riff size)\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+# Sizes a writer that could not seek back leaves in a streamed WAV: no promise at all.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def _check_complete(path: str, audio_file: soundfile.SoundFile) -> None:
+    """Raises DamagedAudioError when the header promises at least one frame more than the file holds."""
+    for _, promised, present in _PROMISED_SIZE.findall(audio_file.extra_info):
+        promised, present = int(promised), int(present)
+        if promised in _UNKNOWN_SIZES or promised <= present:
+            continue
+        bytes_per_frame = present / audio_file.frames if audio_file.frames else 0
+        if bytes_per_frame and promised - present < bytes_per_frame:
+            continue  # a missing pad byte, not missing audio
+        promised_seconds = promised / bytes_per_frame / audio_file.samplerate if bytes_per_frame else None
+        raise DamagedAudioError(
+            f"Audio file '{path}' is damaged: its header promises "
+            f"{f'{promised_seconds:.2f} s' if promised_seconds else f'{promised} bytes'} of audio but the file "
+            f"holds {audio_file.frames / audio_file.samplerate:.2f} s (cut short while written or copied?). "
+            "Replace it with a complete copy.")
+
+
+def _open_error(path: str, error: Exception) -> AudioFileError:
+    """Why libsndfile could not open `path`, for a file that is not there or is empty."""
     if not os.path.exists(path):
         return AudioFileError(f"Audio file '{path}' does not exist.")
-    return AudioFileError(f"Cannot read audio file '{path}': {error}")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return AudioFileError(f"Audio file '{path}' is empty (0 bytes): it holds no audio. Replace it or leave it out.")
+    return AudioFileError(f"Cannot read audio file '{path}' (supported: wav, flac, ogg, mp3): {error}")
+
+
+def open_for_reading(path: str | os.PathLike) -> soundfile.SoundFile:
+    """An open libsndfile reader, after checking that the file holds all the audio its header
+    promises; AudioFileError naming the file otherwise. Formats libsndfile cannot decode raise
+    too: `info` and `read` fall back to ffmpeg for them."""
+    path = os.fspath(path)
+    try:
+        audio_file = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise _open_error(path, error) from error
+    try:
+        _check_complete(path, audio_file)
+    except DamagedAudioError:
+        audio_file.close()
+        raise
+    return audio_file
 
 
 def _audioread_fallback_error(path: str, error: Exception) -> AudioFileError:
@@ -37,17 +87,23 @@ def _audioread_fallback_error(path: str, error: Exception) -> AudioFileError:
     return AudioFileError(f"Cannot decode '{path}' with libsndfile or ffmpeg: {error}")
 
 
+def _needs_fallback(path: str, error: AudioFileError) -> bool:
+    """Whether a file libsndfile refused may still decode with ffmpeg: not a missing, empty or damaged one."""
+    return not isinstance(error, DamagedAudioError) and os.path.isfile(path) and os.path.getsize(path) > 0
+
+
 def info(path: str | os.PathLike) -> Sample:
-    """Reads sample rate, channel count and duration from the file header."""
+    """Reads sample rate, channel count and duration from the file header (and checks that the
+    file holds as much audio as the header says)."""
     path = os.fspath(path)
     try:
-        header = soundfile.info(path)
-        return Sample(path, int(header.samplerate), int(header.channels),
-                      header.frames / header.samplerate)
-    except soundfile.LibsndfileError as error:
-        if not os.path.exists(path) or os.path.getsize(path) == 0:
-            raise _missing_or_unreadable(path, error) from error
-        sndfile_error = error
+        with open_for_reading(path) as audio_file:
+            return Sample(path, int(audio_file.samplerate), int(audio_file.channels),
+                          audio_file.frames / audio_file.samplerate)
+    except AudioFileError as error:
+        if not _needs_fallback(path, error):
+            raise
+        sndfile_error = error.__cause__ or error
     try:
         import audioread
 
@@ -84,20 +140,19 @@ def read(source: Sample | SilentSample | str | os.PathLike, start: int = 0, num_
     else:
         path = os.fspath(source.path if isinstance(source, Sample) else source)
         try:
-            with soundfile.SoundFile(path) as audio_file:
+            with open_for_reading(path) as audio_file:
                 file_rate = audio_file.samplerate
                 audio_file.seek(min(start, audio_file.frames))
-                audio = audio_file.read(-1 if num_frames is None else num_frames,
-                                        dtype="float32", always_2d=True)
-        except soundfile.LibsndfileError as error:
-            if not os.path.exists(path) or os.path.getsize(path) == 0:
-                raise _missing_or_unreadable(path, error) from error
+                audio = audio_file.read(-1 if num_frames is None else num_frames, dtype="float32", always_2d=True)
+        except AudioFileError as error:
+            if not _needs_fallback(path, error):
+                raise
             try:
                 audio, file_rate = _read_with_audioread(path, start, num_frames)
             except Exception as fallback_error:
-                raise _audioread_fallback_error(path, error) from fallback_error
-        except RuntimeError as error:  # soundfile reports truncated or corrupt data this way
-            raise _missing_or_unreadable(path, error) from error
+                raise _audioread_fallback_error(path, error.__cause__ or error) from fallback_error
+        except RuntimeError as error:  # libsndfile reports data it cannot decode this way
+            raise AudioFileError(f"Cannot read audio file '{path}': {error}") from error
     if mono:
         audio = to_mono(audio)
     if sample_rate is not None and sample_rate != file_rate:

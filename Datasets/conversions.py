@@ -22,7 +22,11 @@ from Sample import Sample, SilentSample
 log = logging.getLogger(__name__)
 
 
-class MissingAudioError(FileNotFoundError):
+class TrackAudioError(OSError):
+    """A file named in a descriptor cannot be used: missing, empty, damaged or unreadable."""
+
+
+class MissingAudioError(TrackAudioError, FileNotFoundError):
     """A file named in a descriptor is not on disk."""
 
 
@@ -161,5 +165,8 @@ def convert_track(database: Database, track: Track, derived_dir: str) -> Separat
     if database.format not in CONVERTERS:
         raise ValueError(f"Descriptor of {database.name} ({database.source_file}) has format "
                          f"'{database.format}'; known formats: {', '.join(CONVERTERS)}. Set <databaseFormat>.")
-    mixture, accompaniment, voice = CONVERTERS[database.format](_Converter(database, track, derived_dir))
+    try:
+        mixture, accompaniment, voice = CONVERTERS[database.format](_Converter(database, track, derived_dir))
+    except audio.AudioFileError as error:
+        raise TrackAudioError(f"Track '{track.name}' of {database.name}: {error}") from error
     return SeparationTrack(track.name, database.name, mixture, accompaniment, voice)

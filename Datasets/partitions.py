@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from Datasets.atomic import atomic_open
-from Datasets.conversions import MissingAudioError, SeparationTrack, convert_track
+from Datasets.conversions import SeparationTrack, TrackAudioError, convert_track
 from Datasets.descriptors import Database, Track, parse_descriptor
 from Sample import Sample
 
@@ -130,10 +130,10 @@ def build_partitions(databases: list[Database], split: str, derived_dir: str,
         for database, track in entries:
             try:
                 separation_track = convert_track(database, track, derived_dir)
-            except MissingAudioError as error:
+            except TrackAudioError as error:
                 if not skip_missing_files:
-                    raise MissingAudioError(f"{error} Fix the descriptor or the root folder, or set "
-                                            "skip_missing_files=True to leave such tracks out.") from error
+                    raise type(error)(f"{error} Fix the descriptor, the root folder or the file, or set "
+                                      "skip_missing_files=True to leave such tracks out.") from error
                 log.warning("Skipping: %s", error)
                 continue
             if name == "train_unsup":

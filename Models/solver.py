@@ -36,6 +36,14 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an epoch, after the checkpoint `checkpoint` was saved."""
+
+    def __init__(self, checkpoint: str):
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+
+
 def write_scalars(writer, scalars: dict[str, float], step: int) -> None:
     with writer.as_default(step=step):
         for name, value in scalars.items():
@@ -45,13 +53,12 @@ def write_scalars(writer, scalars: dict[str, float], step: int) -> None:
 @contextlib.contextmanager
 def epoch_progress(total: int, done: int, description: str, save_last):
     """A progress bar over an epoch's steps; Ctrl-C inside it saves a checkpoint through
-    `save_last()` (which returns its path) before the interruption goes on."""
+    `save_last()` (which returns its path) and goes on as TrainingInterrupted, naming it."""
     bar = tqdm(total=total, initial=done, desc=description, unit="step", dynamic_ncols=True)
     try:
         yield bar
     except KeyboardInterrupt:
-        log.warning("Interrupted: saved %s; resume with `with resume=<run folder>`", save_last())
-        raise
+        raise TrainingInterrupted(save_last()) from None
     finally:
         bar.close()
 

@@ -26,8 +26,8 @@ input's sample rate and channel count and with exactly its number of frames.
 """
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 
@@ -39,10 +39,13 @@ import tensorflow as tf
 from scipy.signal import get_window
 from tqdm import tqdm
 
-from Datasets.audio import AudioFileError
+from Datasets.atomic import temporary_file
+from Datasets.audio import AudioFileError, open_for_reading
 from Datasets.features import unit_phase
 from Models.inference import compiled_separator
 from Models.shapes import input_size_for_output, valid_output_size
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_BLOCK_SECONDS = 30.0
@@ -245,7 +248,8 @@ def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
         return
     for path in paths:
         if os.path.exists(path):
-            raise FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it.")
+            raise FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it, or "
+                                  "skip_existing=True to separate only the inputs whose outputs are missing.")
 
 
 def window_frames_for_budget(trained, channels: int, budget_bytes: int = ACTIVATION_BUDGET_BYTES) -> int:
@@ -268,16 +272,6 @@ def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) 
         raise AudioFileError(f"Cannot read audio file '{path}': {error}") from error
 
 
-def _open_input(path: str) -> soundfile.SoundFile:
-    if not os.path.isfile(path):
-        raise AudioFileError(f"Audio file '{path}' does not exist.")
-    try:
-        return soundfile.SoundFile(path)
-    except RuntimeError as error:
-        raise AudioFileError(f"Cannot read audio file '{path}' (supported: wav, flac, ogg, mp3): {error}") \
-            from error
-
-
 def separate_file(trained, input_path: str, output_dir: str, overwrite: bool = False,
                   block_seconds: float = DEFAULT_BLOCK_SECONDS, window_frames: int | None = None,
                   progress: bool = False) -> list[str]:
@@ -288,20 +282,18 @@ def separate_file(trained, input_path: str, output_dir: str, overwrite: bool = F
     input_path = os.fspath(input_path)
     targets = output_paths(trained, input_path, output_dir)
     _refuse_existing(list(targets.values()), overwrite)
-    with _open_input(input_path) as audio_file, ExitStack() as cleanup:
+    with open_for_reading(input_path) as audio_file, ExitStack() as cleanup:
         rate, channels = audio_file.samplerate, audio_file.channels
         grid = 2 ** trained.num_layers
         step = (window_frames_for_budget(trained, channels) if window_frames is None
                 else max(window_frames // grid, 1) * grid)
         stream = SeparationStream(trained, rate, channels, step)
         folder = os.path.dirname(next(iter(targets.values())))
-        os.makedirs(folder, exist_ok=True)
         # Plain WAV cannot pass 4 GiB (about 3 h of 44.1 kHz stereo float); RF64 can.
         container = "WAV" if audio_file.frames * channels * 4 < 2 ** 32 - 2 ** 20 else "RF64"
         writers = {}
         for name in targets:
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=".wav", dir=folder)
-            os.close(handle)
+            temporary = temporary_file(folder, prefix=f".{name}-", suffix=".wav")
             cleanup.callback(lambda path=temporary: os.path.exists(path) and os.unlink(path))
             writers[name] = cleanup.enter_context(
                 soundfile.SoundFile(temporary, "w", rate, channels, subtype="FLOAT", format=container))
@@ -333,24 +325,52 @@ def audio_files(inputs: Sequence[str]) -> list[str]:
     return found
 
 
-def plan_outputs(trained, inputs: Sequence[str], output_dir: str, overwrite: bool) -> list[str]:
-    """The input files (see `audio_files`), once it is certain that their outputs neither
-    collide nor overwrite existing files unasked."""
+class SeparationFailed(RuntimeError):
+    """Some inputs could not be separated; every other one was."""
+
+
+def plan_outputs(trained, inputs: Sequence[str], output_dir: str, overwrite: bool,
+                 skip_existing: bool = False) -> list[str]:
+    """The input files still to separate (see `audio_files`), once it is certain that their
+    outputs neither collide nor overwrite existing files unasked. With `skip_existing`, an
+    input whose outputs all exist is left out (a rerun after an interruption or a failure)."""
     files = audio_files(inputs)
-    targets = [path for file in files for path in output_paths(trained, file, output_dir).values()]
+    outputs = {file: list(output_paths(trained, file, output_dir).values()) for file in files}
+    targets = [path for paths in outputs.values() for path in paths]
     if len(set(targets)) < len(targets):
         duplicate = next(path for path in targets if targets.count(path) > 1)
         raise ValueError(f"Two inputs would both write '{duplicate}': give them different file names.")
-    _refuse_existing(targets, overwrite)
+    if skip_existing:
+        done = [file for file in files if all(os.path.exists(path) for path in outputs[file])]
+        if done:
+            log.info("Skipping %d of %d inputs whose outputs exist (skip_existing=True)", len(done), len(files))
+        files = [file for file in files if file not in done]
+    _refuse_existing([path for file in files for path in outputs[file]], overwrite)
     return files
 
 
-def separate_paths(trained, inputs: Sequence[str], output_dir: str, overwrite: bool = False) -> list[str]:
-    """Separates files and folders of files (see `audio_files`), with a progress bar per file.
+def separate_paths(trained, inputs: Sequence[str], output_dir: str, overwrite: bool = False,
+                   skip_existing: bool = False, separate_one=None) -> list[str]:
+    """Separates files and folders of files (see `audio_files`) with `separate_one(path) ->
+    written paths` (default: `separate_file` with a progress bar) and returns what was written.
+
     Every output is checked before the first file is separated, so a refused overwrite or two
-    inputs with the same stem stop the run before it writes anything."""
-    files = plan_outputs(trained, inputs, output_dir, overwrite)
-    written = []
+    inputs with the same stem stop the run before it writes anything. A file that cannot be
+    read (missing, empty, damaged, not audio) does not stop the others: each is named with its
+    reason as it fails, and SeparationFailed lists them all at the end."""
+    separate_one = separate_one or (lambda path: separate_file(trained, path, output_dir, overwrite=True,
+                                                               progress=True))
+    files = plan_outputs(trained, inputs, output_dir, overwrite, skip_existing)
+    written, failures = [], {}
     for file in files:
-        written += separate_file(trained, file, output_dir, overwrite=True, progress=True)
+        try:
+            written += separate_one(file)
+        except AudioFileError as error:
+            log.error("Skipped: %s", error)
+            failures[file] = str(error)
+    if failures:
+        raise SeparationFailed(f"{len(failures)} of {len(files)} input files could not be separated (the other "
+                               f"{len(files) - len(failures)} were, into {output_dir}):\n"
+                               + "\n".join(f"  {reason}" for reason in failures.values())
+                               + "\nFix or remove them; rerun with skip_existing=True to do only what is missing.")
     return written

@@ -210,3 +210,41 @@ def test_custom_loader_hook(tmp_path, monkeypatch):
     assert len(partitions.train_unsup.voices) == 1
     with pytest.raises(DatasetConfigError, match="nothere"):
         load_custom_partitions("nothere:load")
+
+
+def _truncate(path, keep_bytes: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep_bytes])
+
+
+def test_truncated_audio_is_damaged_and_named_or_skipped(dsd_folder, tmp_path, caplog):
+    """Case 4 of the reliability issue: a WAV whose header promises 1 s but that holds 0.05 s is
+    damaged, named with its track, and left out only with skip_missing_files=True."""
+    from Datasets.audio import DamagedAudioError
+    from Datasets.conversions import TrackAudioError
+
+    descriptor = _descriptor(dsd_folder, tmp_path)
+    damaged = dsd_folder / "Sources" / "Dev" / "002 - Artist 2 - Song Dev 2" / "vocals.wav"
+    _truncate(damaged, 100 + 2 * 800 * 4)  # float32 stereo: 800 of 16000 frames
+    with pytest.raises(DamagedAudioError, match=r"promises 1\.00 s of audio but the file holds 0\.05 s"):
+        audio.info(damaged)
+    with pytest.raises(TrackAudioError, match=f"Artist 2 - Song Dev 2.*{damaged}.*damaged.*skip_missing_files"):
+        load_partitions([descriptor], str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING):
+        partitions = load_partitions([descriptor], str(tmp_path / "cache"), skip_missing_files=True)
+    assert len(partitions.train_sup) == 3 and "Song Dev 2" in caplog.text and "damaged" in caplog.text
+    assert all("Song Dev 2" not in track.name for track in partitions.train_sup)
+
+
+def test_streamed_wav_without_sizes_is_not_damaged(tmp_path):
+    """A WAV written to a pipe keeps 0xFFFFFFFF as its sizes: it promises nothing and reads whole."""
+    import struct
+
+    signal = write_tone(str(tmp_path / "tone.wav"), seconds=0.5, rate=8000)
+    data = bytearray((tmp_path / "tone.wav").read_bytes())
+    data[4:8] = struct.pack("<I", 0xFFFFFFFF)
+    position = data.find(b"data")
+    data[position + 4:position + 8] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "streamed.wav").write_bytes(bytes(data))
+    assert audio.info(tmp_path / "streamed.wav").num_frames == len(signal)
+    np.testing.assert_array_equal(audio.read(tmp_path / "streamed.wav"), signal)

@@ -169,3 +169,66 @@ def test_separate_paths_refuses_two_inputs_with_one_stem(trained, tmp_path):
     with pytest.raises(ValueError, match="song"):
         separate_paths(trained, [str(tmp_path / "song.wav"), str(tmp_path / "song.flac")], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_one_bad_file_stops_a_folder(trained, tmp_path, caplog):
+    """Case 3 of the reliability issue: every readable file is separated, each bad one is named
+    with its reason, the run fails at the end, and skip_existing=True finishes the rest."""
+    from Models.streaming import SeparationFailed
+
+    folder = tmp_path / "album"
+    folder.mkdir()
+    write_noise(str(folder / "a.wav"), 0.3, 8192, 1)
+    (folder / "b.wav").write_bytes(b"RIFF\x00\x01junk")
+    (folder / "c.wav").write_bytes(b"")
+    write_noise(str(folder / "d.flac"), 0.3, 16000, 2)
+    out = tmp_path / "out"
+    with pytest.raises(SeparationFailed, match=r"2 of 4 input files could not be separated") as failure:
+        separate_paths(trained, [str(folder)], str(out))
+    assert "b.wav" in str(failure.value) and "c.wav' is empty" in str(failure.value)
+    assert "b.wav" in caplog.text  # named as it fails, not only at the end
+    assert sorted(os.listdir(out)) == ["a", "d"]
+    done = {path: os.path.getmtime(path) for stem in ("a", "d") for path in
+            (str(out / stem / f"{name}.wav") for name in SOURCES)}
+
+    with pytest.raises(FileExistsError, match="skip_existing=True"):
+        separate_paths(trained, [str(folder)], str(out))
+    write_noise(str(folder / "b.wav"), 0.3, 8192, 1)
+    (folder / "c.wav").unlink()
+    written = separate_paths(trained, [str(folder)], str(out), skip_existing=True)
+    assert written == [str(out / "b" / f"{name}.wav") for name in SOURCES]
+    assert all(os.path.getmtime(path) == mtime for path, mtime in done.items())
+
+
+def test_output_files_are_not_private(trained, tmp_path):
+    """Case 5: separated audio, and anything written through the atomic-write helper, gets the
+    permissions of an ordinary new file (0666 less the umask), not the temporary file's 0600."""
+    import stat
+
+    from Datasets.atomic import atomic_open
+
+    expected = 0o666 & ~_current_umask()
+    write_noise(str(tmp_path / "song.wav"), 0.3, 8192, 1)
+    for path in separate_file(trained, str(tmp_path / "song.wav"), str(tmp_path / "out")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected
+    with atomic_open(tmp_path / "report.json", "w") as handle:
+        handle.write("{}")
+    assert stat.S_IMODE(os.stat(tmp_path / "report.json").st_mode) == expected
+    assert expected != 0o600
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_empty_input_is_reported_as_empty(trained, tmp_path):
+    """Case 10: a 0-byte file is named as empty, not as a format libsndfile does not know."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioFileError, match=r"empty\.wav' is empty \(0 bytes\)"):
+        separate_file(trained, str(tmp_path / "empty.wav"), str(tmp_path / "out"))
+    with pytest.raises(AudioFileError, match=r"is empty \(0 bytes\)"):
+        audio.info(tmp_path / "empty.wav")
+    with pytest.raises(AudioFileError, match=r"is empty \(0 bytes\)"):
+        audio.read(tmp_path / "empty.wav")

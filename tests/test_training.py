@@ -3,6 +3,12 @@ import glob
 import json
 import os
 import pickle
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +16,7 @@ import pytest
 from Models import solver as Solver
 from Models.checkpoint import CheckpointError, load_separator
 from Training import ex
+from conftest import REPO
 
 
 def _last_state(run_folder):
@@ -98,7 +105,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monk
     ({"alpha": -0.1}, "`alpha` must be a non-negative number"),
     ({"beta": "much"}, "`beta` must be a non-negative number"),
     ({"lam": float("nan")}, "`lam` must be a non-negative number"),
-    ({"num_layers": 4}, "num_layers=4 halves each axis 4 times"),
+    ({"num_layers": 4}, r"num_layers=4 halves the time axis 4 times, so num_frames \(8\) must be at least 16"),
     ({"phases": ["supervised", "adversarial"]}, "`phases` must list"),
 ])
 def test_bad_config_fails_before_training(tiny_config, updates, message):
@@ -168,3 +175,49 @@ def test_patience_allows_epochs_without_improvement_and_keeps_the_best(tiny_conf
     assert run.info["results"]["supervised"]["validation_loss"] == 0.9
     state = _last_state(run.info["checkpoint_dir"])
     assert state["progress"]["best_epoch"] == 2 and state["progress"]["global_step"] == 5
+
+
+def test_too_many_layers_for_the_frequency_bins_names_num_fft(tiny_config):
+    """Case 8 of the reliability issue: 257 bins cannot be halved 9 times; raising num_frames
+    would not help, so the message names num_fft and num_layers."""
+    with pytest.raises(ValueError, match=r"num_layers=9 halves the frequency axis 9 times, so it needs at least 512 "
+                                         r"frequency bins, but num_fft=512 gives 257: raise num_fft to at least "
+                                         r"1022, or lower num_layers to at most 8\."):
+        ex.run(config_updates=dict(tiny_config, num_fft=512, num_layers=9, num_frames=600))
+
+
+def test_config_error_leaves_no_failed_run(tiny_config):
+    """Case 9: a mistyped setting is refused before Sacred opens a run, so no FAILED run is left
+    in the file observer's folder (nor in MongoDB: the observers are attached after the check)."""
+    for updates in ({"alpha": -1.0}, {"resume": tiny_config["model_base_dir"] + "/no_such_run"},
+                    {"num_layers": 9}):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            ex.run(config_updates=dict(tiny_config, **updates))
+    assert not os.path.exists(tiny_config["run_dir"])
+
+
+def test_ctrl_c_prints_the_resume_command_without_a_traceback(tiny_config, tmp_path):
+    """Case 6: Ctrl-C in the middle of an epoch saves the checkpoint and prints one line naming
+    it and the exact command that continues the run; no traceback, exit status 130."""
+    config = dict(tiny_config, epoch_it=100_000, phases=["supervised"])
+    arguments = ["Training.py", "with", *(f"{key}={json.dumps(value)}" for key, value in config.items())]
+    process = subprocess.Popen([sys.executable, "-u", *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(iter(lambda: process.stdout.read(1), b"")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while b"supervised_loss=" not in b"".join(output) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the epoch's progress bar shows a loss: steps are being taken
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    reader.join(timeout=10)
+    text = b"".join(output).decode()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
+    checkpoint = os.path.join(run_folder, "last.pkl")
+    last_line = text.rstrip().splitlines()[-1]
+    assert last_line.startswith(f"Interrupted; saved {checkpoint}. Continue with: ")
+    command = shlex.split(last_line.split("Continue with: ")[1])
+    assert command[1:] == [*arguments, f"resume={run_folder}"]
+    assert _last_state(run_folder)["step_in_epoch"] > 0

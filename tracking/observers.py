@@ -1,7 +1,7 @@
 """Sacred observers chosen by the config (`run_dir`, `mongo_url`) or by Sacred's `-m` flag.
 
-`install(ex, commands)` gives an experiment two hooks: one keeps the run's command-line
-options, one attaches the observers the config asks for. A MongoDB server that cannot be
+`install(ex, commands, check_config)` gives an experiment two hooks: one keeps the run's
+command-line options, one checks the config and then attaches the observers it asks for. A MongoDB server that cannot be
 reached fails the run within seconds (pymongo would wait 30 s) with the URL and the command
 that starts the local server, or, with `mongo_fallback_to_files=True`, leaves the run to the
 file observer with a warning. With more than one observer, a run gets an id that neither
@@ -87,8 +87,10 @@ def database_name(url: str) -> str:
     return "sacred"
 
 
-def install(ex: Experiment, commands: tuple[str, ...]) -> None:
-    """Observer hooks for `ex`; only runs of `commands` are recorded."""
+def install(ex: Experiment, commands: tuple[str, ...], check_config=None) -> None:
+    """Observer hooks for `ex`; only runs of `commands` are recorded. `check_config(config,
+    command_name)` runs before any observer is attached, so that a config it rejects never
+    opens a run in any store."""
     options_of_run: list[dict] = [{}]
     from_config: list[RunObserver] = []
 
@@ -102,8 +104,17 @@ def install(ex: Experiment, commands: tuple[str, ...]) -> None:
         for observer in from_config:
             ex.observers.remove(observer)
         from_config.clear()
-        if command_name not in commands:
-            return {}
+        # An unreachable server fails first, within seconds (checking the config may import
+        # TensorFlow); nothing is recorded before the config has passed its check.
+        observers = _observers_for(config, logger) if command_name in commands else []
+        if check_config is not None:
+            check_config(config, command_name)
+        from_config.extend(observers)
+        ex.observers.extend(observers)
+        return {}
+
+    def _observers_for(config, logger) -> list[RunObserver]:
+        observers = []
         options = options_of_run[0]
         if options.get("--mongo_db"):
             from sacred.observers.mongo import parse_mongo_db_arg
@@ -112,10 +123,9 @@ def install(ex: Experiment, commands: tuple[str, ...]) -> None:
             if not mongo_usable(flag_url, "the -m flag", config, logger):
                 options["--mongo_db"] = None  # Sacred reads the options after this hook: no observer for -m
         if config["mongo_url"] and mongo_usable(config["mongo_url"], "config key `mongo_url`", config, logger):
-            from_config.append(MongoObserver(config["mongo_url"], db_name=database_name(config["mongo_url"])))
+            observers.append(MongoObserver(config["mongo_url"], db_name=database_name(config["mongo_url"])))
         if config["run_dir"]:
-            from_config.append(FileStorageObserver(config["run_dir"]))
-        if len(ex.observers) + len(from_config) + bool(options.get("--mongo_db")) > 1:
-            from_config.append(UniqueRunId())
-        ex.observers.extend(from_config)
-        return {}
+            observers.append(FileStorageObserver(config["run_dir"]))
+        if len(ex.observers) + len(observers) + bool(options.get("--mongo_db")) > 1:
+            observers.append(UniqueRunId())
+        return observers
