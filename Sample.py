@@ -1,11 +1,11 @@
 """Value types for one audio signal of a data set: a file on disk, or an explicit silence.
 
 A track of a separation data set is a triple (mixture, accompaniment, voice) of these.
-They only describe audio; reading it is `Datasets.audio`'s job.
+They only describe audio; reading it is `Datasets.audio`'s job (`Datasets.audio.info(path)`
+makes the Sample of a file from its header).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -17,13 +17,6 @@ class Sample:
     sample_rate: int
     channels: int
     duration: float  # seconds
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike) -> "Sample":
-        """Builds a Sample from the file's own header (no decoding)."""
-        from Datasets.audio import info
-
-        return info(path)
 
     @property
     def num_frames(self) -> int:

@@ -318,7 +318,7 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         solver.restore(solver.checkpoint_path("last"))
         _log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.phase, solver.progress.epoch)
 
-    from Evaluate import evaluate_tracks, median_text, summarise
+    from Models.scoring import evaluate_tracks, median_text, summarise
     from Models.checkpoint import load_separator
 
     test_songs = songs(partitions.test)
@@ -387,8 +387,8 @@ def train_weak_label(config, _run, _log, seed, run_name, checkpoint_dir):
     from Datasets.weak_label import load_clips
     from Models.checkpoint import load_event_separator
     from Models.event_separation import is_event_result, mel_power, score_clips
-    from Models.weak_label_model import build_weak_label_model
-    from Models.weak_label_solver import JointModel, LabelledFeatures, Standardisation, WeakLabelSolver
+    from Models.weak_label_model import Standardisation, build_weak_label_model
+    from Models.weak_label_solver import JointModel, LabelledFeatures, WeakLabelSolver
 
     clips = load_clips(prepare_weak_label_data(config))
     splits = {name: clips.split(name) for name in ("train", "valid", "test")}

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from Datasets import audio, features
 from Datasets.atomic import atomic_open
 from Datasets.features import SpectrogramSettings
-from Models.shapes import UnetShapes
+from Datasets.windows import WindowShapes
 from Sample import Sample, SilentSample
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def _apply_gains(log_magnitudes: np.ndarray, gains: np.ndarray) -> None:
 class ExcerptBatches(ABC):
     """An endless, seeded stream of training batches of spectrogram windows."""
 
-    def __init__(self, shapes: UnetShapes, batch_size: int, settings: SpectrogramSettings, seed: int):
+    def __init__(self, shapes: WindowShapes, batch_size: int, settings: SpectrogramSettings, seed: int):
         num_bins = settings.num_bins
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -264,7 +264,7 @@ class PairedExcerpts(ExcerptBatches):
     [0, max(track_frames - output_frames, 0)], track_frames being the mixture's.
     """
 
-    def __init__(self, tracks: Sequence[Track], shapes: UnetShapes, batch_size: int,
+    def __init__(self, tracks: Sequence[Track], shapes: WindowShapes, batch_size: int,
                  cache: SpectrogramCache, seed: int):
         super().__init__(shapes, batch_size, cache.settings, seed)
         if not tracks:
@@ -310,7 +310,7 @@ class UnpairedExcerpts(ExcerptBatches):
     """
 
     def __init__(self, mixtures: Sequence[AudioSource], accompaniments: Sequence[AudioSource],
-                 voices: Sequence[AudioSource], shapes: UnetShapes, batch_size: int,
+                 voices: Sequence[AudioSource], shapes: WindowShapes, batch_size: int,
                  cache: SpectrogramCache, seed: int, silence_threshold: float = 1e-2,
                  max_redraws: int = 10):
         super().__init__(shapes, batch_size, cache.settings, seed)

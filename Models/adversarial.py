@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from Models.critic import build_critic
 from Models.separator import build_separator
-from Models.shapes import UnetShapes, unet_shapes
+from Datasets.windows import WindowShapes
+from Models.shapes import unet_shapes
 
 
 def supervised_loss(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
@@ -26,7 +27,7 @@ def supervised_loss(estimates: dict, targets: tf.Tensor, source_names: tuple[str
                      for index, name in enumerate(source_names)])
 
 
-def additivity_loss(mixture_input: tf.Tensor, estimates: dict, shapes: UnetShapes) -> tf.Tensor:
+def additivity_loss(mixture_input: tf.Tensor, estimates: dict, shapes: WindowShapes) -> tf.Tensor:
     """MSE in linear magnitude between the mixture's output region and the sum of estimates."""
     bins = (shapes.input_bins - shapes.output_bins) // 2
     frames = shapes.context_frames

@@ -17,7 +17,8 @@ import keras
 
 from Datasets.features import SpectrogramSettings
 from Models.separator import build_separator
-from Models.shapes import UnetShapes, unet_shapes
+from Datasets.windows import WindowShapes
+from Models.shapes import unet_shapes
 
 PREFERENCE = ("best_semi_supervised.pkl", "best_supervised.pkl", "best.pkl", "last.pkl")
 
@@ -31,7 +32,7 @@ class TrainedSeparator:
     model: keras.Model
     config: dict
     settings: SpectrogramSettings
-    shapes: UnetShapes
+    shapes: WindowShapes
     path: str
 
     @property
@@ -98,8 +99,7 @@ def load_event_separator(path: str, mask_exponent: float | None = None):
 
     from Datasets.features import MelSettings
     from Models.event_separation import EventSeparator
-    from Models.weak_label_model import build_weak_label_model
-    from Models.weak_label_solver import JointModel, Standardisation
+    from Models.weak_label_model import Standardisation, WeakLabelPredictor, build_weak_label_model
 
     checkpoint = resolve_checkpoint(path)
     try:
@@ -119,7 +119,7 @@ def load_event_separator(path: str, mask_exponent: float | None = None):
     threshold = state["detection_threshold"]
     thresholds = (np.asarray(state["detection_thresholds"], np.float32) if threshold == "validation_eer"
                   else np.full(len(state["classes"]), threshold, np.float32))
-    return EventSeparator(JointModel(model, jit_compile=False), list(state["classes"]),
+    return EventSeparator(WeakLabelPredictor(model), list(state["classes"]),
                           MelSettings(**state["mel_settings"]),
                           Standardisation(np.asarray(statistics["mean"]), np.asarray(statistics["std"])),
                           state["front_end"], thresholds, mask_exponent or state["mask_exponent"],

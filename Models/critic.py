@@ -10,10 +10,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from Models.shapes import UnetShapes
+from Datasets.windows import WindowShapes
 
 
-def build_critic(shapes: UnetShapes, num_bins: int, num_frames: int, base_filters: int = 32,
+def build_critic(shapes: WindowShapes, num_bins: int, num_frames: int, base_filters: int = 32,
                  max_filters: int = 256, dense_units: int = 32, name: str = "critic") -> keras.Model:
     """Critic over (shapes.output_bins, shapes.output_frames, 1); returns one unbounded score."""
     extra_bins_above = shapes.output_bins - num_bins

@@ -25,7 +25,7 @@ from Datasets import audio, features
 from Datasets.features import MelSettings
 from Models.bss import FAILED_SCORE_DB, evaluate_in_parallel
 from Models.tagging import tagging_metrics
-from Models.weak_label_solver import JointModel, Standardisation
+from Models.weak_label_model import Standardisation, WeakLabelPredictor
 
 METRICS = ("SDR", "SIR", "SAR")
 ESTIMATORS = ("separated", "mixture", "oracle_ibm")
@@ -41,7 +41,7 @@ def mel_power(front_end: str) -> float:
 class EventSeparator:
     """A trained weak-label model with what it needs to separate audio."""
 
-    joint: JointModel
+    predictor: WeakLabelPredictor
     classes: list[str]
     settings: MelSettings
     standardisation: Standardisation
@@ -62,7 +62,7 @@ class EventSeparator:
         """Mono waveform at the model's rate -> (mel masks (frames, mels, classes), clip
         probabilities (classes,), mixture STFT)."""
         spectrogram = self.settings.spectrogram(mixture)
-        masks, probabilities = self.joint.predict(
+        masks, probabilities = self.predictor.predict(
             self.model_input(self.settings.mel_of(spectrogram, mel_power(self.front_end)))[None])
         return masks[0], probabilities[0], spectrogram
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from Models.shapes import UnetShapes, input_size_for_output, valid_output_size
+from Datasets.windows import WindowShapes
+from Models.shapes import input_size_for_output, valid_output_size
 
 
 @functools.lru_cache(maxsize=4)
@@ -25,7 +26,7 @@ def compiled_separator(model) -> Callable:
     return tf.function(lambda mixture: model(mixture, training=False), input_signature=[spec])
 
 
-def separate_log_spectrogram(separator, log_mixture: np.ndarray, shapes: UnetShapes, num_layers: int,
+def separate_log_spectrogram(separator, log_mixture: np.ndarray, shapes: WindowShapes, num_layers: int,
                              window_frames: int = 1024) -> dict[str, np.ndarray]:
     """log1p mixture magnitudes (bins, frames) -> {source: log1p estimate (bins, frames)}."""
     num_bins, num_frames = log_mixture.shape

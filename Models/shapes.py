@@ -8,7 +8,8 @@ output sizes the network can produce are spaced 2^L apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from Datasets.windows import WindowShapes
 
 
 def valid_output_size(target: int, num_layers: int) -> int:
@@ -28,27 +29,7 @@ def input_size_for_output(output: int, num_layers: int) -> int:
     return scale * bottleneck + 4 * scale - 2
 
 
-@dataclass(frozen=True)
-class UnetShapes:
-    """Input and output window sizes, in frequency bins and STFT frames."""
-
-    input_bins: int
-    input_frames: int
-    output_bins: int
-    output_frames: int
-
-    @property
-    def context_frames(self) -> int:
-        """Extra frames on each side of the output window that the input window holds."""
-        return (self.input_frames - self.output_frames) // 2
-
-    @property
-    def input_bins_below(self) -> int:
-        """Zero bins below DC in the input, so that output bin k is spectrogram bin k."""
-        return (self.input_bins - self.output_bins) // 2
-
-
-def unet_shapes(num_layers: int, num_frames: int, num_bins: int) -> UnetShapes:
+def unet_shapes(num_layers: int, num_frames: int, num_bins: int) -> WindowShapes:
     """Window sizes for a U-Net that must predict at least `num_frames` frames of all
     `num_bins` frequency bins (257 for n_fft 512: paper values give 350x158 -> 258x66).
     Output bins beyond `num_bins` and input bins around the spectrogram are zero padding.
@@ -57,5 +38,5 @@ def unet_shapes(num_layers: int, num_frames: int, num_bins: int) -> UnetShapes:
         raise ValueError(f"num_layers must be at least 1, got {num_layers}")
     output_bins = valid_output_size(num_bins, num_layers)
     output_frames = valid_output_size(num_frames, num_layers)
-    return UnetShapes(input_size_for_output(output_bins, num_layers),
+    return WindowShapes(input_size_for_output(output_bins, num_layers),
                       input_size_for_output(output_frames, num_layers), output_bins, output_frames)

@@ -6,7 +6,7 @@ audio by overlap-add with the mixture's phase, resampled back to the file's rate
 to the output files. Every stage keeps only the samples or frames that its next output still
 needs, so memory depends on the block and window sizes, not on the length of the file.
 
-The result equals whole-file separation at the model's rate (`Evaluate.separate_audio` on
+The result equals whole-file separation at the model's rate (`Models.scoring.separate_audio` on
 each channel, resampled there and back with `Datasets.audio.resample`) up to float rounding:
 
 * the STFT is centred with reflect padding like `Datasets.features.stft`, the first and last

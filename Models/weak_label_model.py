@@ -12,7 +12,11 @@ Training needs only a binary cross-entropy on "probabilities", e.g.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
+import numpy as np
+import tensorflow as tf
 
 from Models.mask_model import build_mask_model
 from Models.pcen import PCEN
@@ -29,3 +33,46 @@ def build_weak_label_model(num_mels: int, num_classes: int, mask_options: dict, 
     masks = build_mask_model(num_mels, num_classes, **mask_options)(mask_input)
     probabilities = build_classifier(classifier_kind, num_classes, num_mels, **classifier_options)(masks)
     return keras.Model(features, {"masks": masks, "probabilities": probabilities}, name=name)
+
+
+@dataclass
+class Standardisation:
+    """Feature mean and standard deviation from the training clips, per mel band or global."""
+
+    mean: np.ndarray  # (mels,)
+    std: np.ndarray  # (mels,)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, per_band: bool = True) -> "Standardisation":
+        axes = (0, 1) if per_band else None
+        mean = np.broadcast_to(features.mean(axis=axes), features.shape[-1:])
+        std = np.broadcast_to(features.std(axis=axes), features.shape[-1:])
+        return cls(np.array(mean, np.float32), np.maximum(np.array(std, np.float32), 1e-5))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std).astype(np.float32, copy=False)
+
+
+def split_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor]:
+    """(masks, probabilities) from the model's outputs."""
+    if isinstance(outputs, dict):
+        return outputs["masks"], outputs["probabilities"]
+    return outputs[0], outputs[1]
+
+
+class WeakLabelPredictor:
+    """The model in inference mode, as one graph traced for any batch and clip length."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._step = tf.function(lambda features: split_outputs(model(features, training=False)),
+                                 reduce_retracing=True)
+
+    def predict(self, features: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(masks, probabilities) of model inputs (clips, frames, mels), in batches."""
+        masks, probabilities = [], []
+        for start in range(0, len(features), batch_size):
+            batch_masks, batch_probabilities = self._step(tf.constant(features[start:start + batch_size]))
+            masks.append(batch_masks.numpy())
+            probabilities.append(batch_probabilities.numpy())
+        return np.concatenate(masks), np.concatenate(probabilities)

@@ -24,35 +24,11 @@ import tensorflow as tf
 from Datasets.atomic import atomic_open
 from Models.solver import check_finite, epoch_progress, write_scalars
 from Models.tagging import equal_error_thresholds, tagging_metrics
+from Models.weak_label_model import WeakLabelPredictor, split_outputs
 
 log = logging.getLogger(__name__)
 
 SELECTION_METRICS = {"loss": -1.0, "weighted_auc": 1.0}  # metric -> sign of "better"
-
-
-@dataclass
-class Standardisation:
-    """Feature mean and standard deviation from the training clips, per mel band or global."""
-
-    mean: np.ndarray  # (mels,)
-    std: np.ndarray  # (mels,)
-
-    @classmethod
-    def fit(cls, features: np.ndarray, per_band: bool = True) -> "Standardisation":
-        axes = (0, 1) if per_band else None
-        mean = np.broadcast_to(features.mean(axis=axes), features.shape[-1:])
-        std = np.broadcast_to(features.std(axis=axes), features.shape[-1:])
-        return cls(np.array(mean, np.float32), np.maximum(np.array(std, np.float32), 1e-5))
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.std).astype(np.float32, copy=False)
-
-
-def split_outputs(outputs) -> tuple[tf.Tensor, tf.Tensor]:
-    """(masks, probabilities) from the model's outputs."""
-    if isinstance(outputs, dict):
-        return outputs["masks"], outputs["probabilities"]
-    return outputs[0], outputs[1]
 
 
 class JointModel:
@@ -73,7 +49,7 @@ class JointModel:
         self.optimizer.build(model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
-        self.predict_step = tf.function(self._predict_step, reduce_retracing=True)
+        self.predict = WeakLabelPredictor(model).predict
 
     def losses(self, labels, masks, probabilities) -> dict:
         bce = tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[..., None], probabilities[..., None]))
@@ -90,18 +66,6 @@ class JointModel:
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(losses["loss"], variables), variables))
         return losses
-
-    def _predict_step(self, features):
-        return split_outputs(self.model(features, training=False))
-
-    def predict(self, features: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(masks, probabilities) of standardised features (clips, frames, mels)."""
-        masks, probabilities = [], []
-        for start in range(0, len(features), batch_size):
-            batch_masks, batch_probabilities = self.predict_step(tf.constant(features[start:start + batch_size]))
-            masks.append(batch_masks.numpy())
-            probabilities.append(batch_probabilities.numpy())
-        return np.concatenate(masks), np.concatenate(probabilities)
 
     @property
     def learning_rate(self) -> float:

@@ -32,8 +32,8 @@ from Datasets import audio, features  # noqa: E402
 from Datasets.excerpts import (PairedExcerpts, SpectrogramCache, Track,  # noqa: E402
                                UnpairedExcerpts, as_tf_dataset)
 from Datasets.features import SpectrogramSettings  # noqa: E402
-from Models.shapes import UnetShapes, unet_shapes  # noqa: E402
-from Sample import Sample  # noqa: E402
+from Datasets.windows import WindowShapes  # noqa: E402
+from Models.shapes import unet_shapes  # noqa: E402
 
 FILE_RATE = 44100
 SONG_SECONDS = 60.0
@@ -56,12 +56,12 @@ def write_synthetic_tracks(folder: str, rng: np.random.Generator) -> list[Track]
         for name, signal in signals.items():
             path = os.path.join(folder, f"track{track_index}_{name}.wav")
             soundfile.write(path, np.clip(signal, -1, 1).astype(np.float32), FILE_RATE, subtype="PCM_16")
-            paths.append(Sample.from_path(path))
+            paths.append(audio.info(path))
         tracks.append(tuple(paths))
     return tracks
 
 
-def naive_example(track: Track, shapes: UnetShapes, settings: SpectrogramSettings,
+def naive_example(track: Track, shapes: WindowShapes, settings: SpectrogramSettings,
                   rng: np.random.Generator) -> list[np.ndarray]:
     """One excerpt the slow way: seek, decode, resample and STFT each file's window."""
     window_samples = shapes.input_frames * settings.hop * FILE_RATE // settings.sample_rate

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from Datasets import audio  # noqa: E402
 from Datasets.features import SpectrogramSettings  # noqa: E402
-from Evaluate import separate_audio  # noqa: E402
+from Models.scoring import separate_audio  # noqa: E402
 from Models.checkpoint import TrainedSeparator  # noqa: E402
 from Models.separator import build_separator  # noqa: E402
 from Models.shapes import unet_shapes  # noqa: E402

@@ -1,7 +1,6 @@
 import logging
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -14,7 +13,7 @@ from Datasets.descriptors import (Database, DescriptorError, Instrument, Track, 
                                   write_descriptor)
 from Datasets.partitions import (DatasetConfigError, Partitions, load_custom_partitions, load_partitions,
                                  split_tracks)
-from Sample import Sample, SilentSample
+from Sample import SilentSample
 from conftest import REPO, write_tone
 
 XML = os.path.join(REPO, "dataset_xml")
@@ -162,7 +161,7 @@ def test_medleydb_sums_each_stem_once_and_handles_mixed_formats(tmp_path):
     track = convert_track(database, sung, str(tmp_path / "derived"))
     voice, accompaniment, mixture = (audio.read(s, mono=True) for s in (track.voice, track.accompaniment,
                                                                         track.mixture))
-    stems = [audio.read(Sample.from_path(root / i.relative_path), sample_rate=44100, mono=True)
+    stems = [audio.read(audio.info(root / i.relative_path), sample_rate=44100, mono=True)
              for i in sung.instruments]
     np.testing.assert_allclose(voice, stems[0] + stems[1], atol=1e-5)
     np.testing.assert_allclose(accompaniment, stems[2][:len(accompaniment)] + stems[3][:len(accompaniment)],
@@ -200,8 +199,9 @@ def test_custom_loader_hook(tmp_path, monkeypatch):
         write_tone(str(tmp_path / f"{name}.wav"), seconds=0.1)
     module = tmp_path / "my_loader.py"
     module.write_text(
-        "from Sample import Sample, SilentSample\n"
-        f"def load():\n    m, a, v = (Sample.from_path(r'{tmp_path}/' + n + '.wav') for n in 'mav')\n"
+        "from Datasets import audio\n"
+        "from Sample import SilentSample\n"
+        f"def load():\n    m, a, v = (audio.info(r'{tmp_path}/' + n + '.wav') for n in 'mav')\n"
         "    return {'train_sup': [(m, a, v)], 'train_unsup': [[m], [a], [v, SilentSample(1.0, 16000)]],\n"
         "            'train_valid': [(m, a, v)], 'train_test': []}\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from Evaluate import bss_scores, summarise
+from Models.scoring import bss_scores, summarise
 
 
 def _signals(length=8192 * 2, seed=0):
@@ -86,7 +86,7 @@ def test_evaluate_experiment_writes_json_pickle_and_refuses_to_overwrite(tiny_co
 
 
 def test_compare_table_lists_differing_keys_best_first(tiny_config):
-    from Evaluate import compare_runs, comparison_table
+    from tracking.compare import compare_runs, comparison_table
     from Training import ex as training
 
     for alpha in (0.5, 0.001):
@@ -140,13 +140,13 @@ def test_separate_command_end_to_end_on_wav_and_mp3(tiny_config, tmp_path):
 def _track(tmp_path, signals: dict[str, np.ndarray], name="song"):
     import soundfile
 
+    from Datasets import audio
     from Datasets.conversions import SeparationTrack
-    from Sample import Sample
 
     samples = {}
     for role, signal in signals.items():
         soundfile.write(tmp_path / f"{name}_{role}.wav", signal, 8192, subtype="FLOAT")
-        samples[role] = Sample.from_path(tmp_path / f"{name}_{role}.wav")
+        samples[role] = audio.info(tmp_path / f"{name}_{role}.wav")
     return SeparationTrack(name, "test", samples["mixture"], samples["accompaniment"], samples["voice"])
 
 
@@ -169,7 +169,7 @@ def _tiny_separator(silent_voice: bool = False):
 
 def _evaluate(tracks, separator):
     from Datasets.features import SpectrogramSettings
-    from Evaluate import evaluate_tracks
+    from Models.scoring import evaluate_tracks
     from Models.shapes import unet_shapes
 
     return evaluate_tracks(separator, tracks, SpectrogramSettings(8192, 64, 32), unet_shapes(2, 8, 33), 2,
@@ -194,7 +194,7 @@ def test_instrumental_song_has_no_infinite_nsdr(tmp_path):
     summary or the JSON."""
     import json
 
-    from Evaluate import summarise
+    from Models.scoring import summarise
 
     rng = np.random.default_rng(1)
     accompaniment = rng.uniform(-0.2, 0.2, 8192 * 2)
@@ -218,7 +218,7 @@ def test_silent_estimate_counts_as_a_failed_song(tmp_path):
     """Case 2: a model that outputs a silent voice fails on every song with a voice. The songs
     are not dropped: the voice scores FAILED_SCORE_DB there, is counted as failed, and the
     accompaniment is still scored."""
-    from Evaluate import median_text, summarise
+    from Models.scoring import median_text, summarise
     from Models.bss import FAILED_SCORE_DB
 
     rng = np.random.default_rng(2)

@@ -28,7 +28,7 @@ MARKER_BIN, MARKER_FRAME = 12, 40
 def write_audio(folder, name: str, signal: np.ndarray, rate: int = SETTINGS.sample_rate) -> Sample:
     path = os.path.join(folder, f"{name}.wav")
     soundfile.write(path, signal.astype(np.float32), rate, subtype="FLOAT")
-    return Sample.from_path(path)
+    return audio.info(path)
 
 
 def direct_features(sample: Sample) -> np.ndarray:

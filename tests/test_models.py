@@ -7,7 +7,8 @@ from Models.adversarial import AdversarialSeparator, additivity_loss, one_sided_
 from Models.critic import build_critic
 from Models.inference import separate_log_spectrogram
 from Models.separator import MaxPooling2x2, build_separator
-from Models.shapes import UnetShapes, input_size_for_output, unet_shapes, valid_output_size
+from Datasets.windows import WindowShapes
+from Models.shapes import input_size_for_output, unet_shapes, valid_output_size
 
 TINY = dict(num_layers=2, num_frames=8, num_bins=33, base_filters=4, critic_base_filters=4,
             critic_max_filters=8, critic_dense_units=4)
@@ -74,7 +75,7 @@ def test_supervised_steps_reduce_the_loss_on_a_fixed_batch():
 
 def test_one_sided_gradient_penalty_matches_finite_differences():
     keras.utils.set_random_seed(0)
-    shapes = UnetShapes(input_bins=0, input_frames=0, output_bins=10, output_frames=10)
+    shapes = WindowShapes(input_bins=0, input_frames=0, output_bins=10, output_frames=10)
     critic = build_critic(shapes, num_bins=9, num_frames=8, base_filters=2, max_filters=2, dense_units=3)
     critic.set_weights([3 * w for w in critic.get_weights()])  # gradient norms well above 1
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import soundfile
 from Datasets import audio
 from Datasets.audio import AudioFileError
 from Datasets.features import SpectrogramSettings
-from Evaluate import separate_audio
+from Models.scoring import separate_audio
 from Models.checkpoint import TrainedSeparator
 from Models.separator import build_separator
 from Models.shapes import unet_shapes

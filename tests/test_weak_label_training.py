@@ -14,7 +14,7 @@ from Datasets.features import MelSettings
 from Datasets.weak_label import Clip, load_clips
 from Models.event_separation import EventSeparator, evaluate_clips, summarise_events
 from Models.tagging import equal_error_rate, tagging_metrics
-from Models.weak_label_solver import Standardisation
+from Models.weak_label_model import Standardisation
 
 SETTINGS = MelSettings(sample_rate=8000, n_fft=256, hop=128, n_mels=16, fmax=4000.0)
 TINY_DEMO = {"clip_seconds": 1.0, "clips_per_split": {"train": 96, "valid": 24, "test": 24},
