@@ -91,14 +91,14 @@ def separate(checkpoint, inputs, output_dir, overwrite, skip_existing, mask_expo
     be read is named and skipped; the command then exits with status 1 once the others are done."""
     from Models.checkpoint import checkpoint_method, load_event_separator, load_separator
     from Models.event_separation import separate_event_paths
-    from Models.streaming import SeparationFailed, separate_paths
+    from Models.streaming import SeparationFailed
 
     try:
         if checkpoint_method(checkpoint) == "weak_label":
             written = separate_event_paths(load_event_separator(checkpoint, mask_exponent), list(inputs),
                                            output_dir, overwrite, skip_existing)
         else:
-            written = separate_paths(load_separator(checkpoint), list(inputs), output_dir, overwrite, skip_existing)
+            written = load_separator(checkpoint).separate_paths(list(inputs), output_dir, overwrite, skip_existing)
     except SeparationFailed as failure:
         _log.error("%s", failure)
         raise SystemExit(1) from failure
@@ -167,16 +167,14 @@ def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_d
 
     if checkpoint_method(checkpoint) == "weak_label":
         return evaluate_weak_label(checkpoint, partition, output_dir, overwrite, _run, _log, mask_exponent)
-    trained = load_separator(checkpoint)
-    json_path, pickle_path = _report_paths(trained.path, output_dir,
+    separator = load_separator(checkpoint)
+    json_path, pickle_path = _report_paths(separator.path, output_dir,
                                            partition if protocol == "bss_eval_v3" else f"{partition}_{protocol}",
                                            overwrite)
-    tracks = getattr(load_dataset_for(trained.config), partition)
-    scores = evaluate_tracks(trained.model, tracks, trained.settings, trained.shapes, trained.num_layers,
-                             trained.source_names, window_frames, protocol=protocol)
-    report = {"checkpoint": os.path.abspath(trained.path), "partition": partition, "protocol": protocol,
-              "tracks": scores,
-              "summary": summarise_per_database(scores, trained.source_names)}
+    tracks = getattr(load_dataset_for(separator.config), partition)
+    scores = evaluate_tracks(separator, tracks, window_frames, protocol=protocol)
+    report = {"checkpoint": os.path.abspath(separator.path), "partition": partition, "protocol": protocol,
+              "tracks": scores, "summary": summarise_per_database(scores, separator.source_names)}
     _publish(report, json_path, pickle_path, _run)
     _log.info("Results in %s", json_path)
     for source, summary in report["summary"]["all"].items():

@@ -35,8 +35,9 @@ import tracking.observers  # noqa: E402
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Keys that shape the networks or their features: a checkpoint only fits a config that agrees on them.
 ARCHITECTURE_KEYS = {
-    "adversarial": ("expected_sr", "num_fft", "num_hop", "num_layers", "num_frames", "base_filters",
-                    "critic_base_filters", "critic_max_filters", "critic_dense_units", "source_names"),
+    "adversarial": ("expected_sr", "num_fft", "num_hop", "architecture", "architecture_options", "num_layers",
+                    "num_frames", "base_filters", "critic_base_filters", "critic_max_filters", "critic_dense_units",
+                    "source_names"),
     "weak_label": ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax",
                    "front_end", "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks",
                    "mask_activation", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
@@ -71,9 +72,11 @@ def config():
 
     # ---- the adversarial method's networks, losses and schedule
     source_names = ["accompaniment", "voice"]  # separator outputs, in the order of the track triples
+    architecture = "unet"  # separator network, by its name in Models/registry.py
+    architecture_options = {}  # further arguments of the architecture (the U-Net's are the next two keys)
     num_layers = 4  # U-Net depth
-    num_frames = 64  # frames the separator predicts per training example (rounded up by the U-Net)
     base_filters = 16  # separator filters at full resolution; doubled per level
+    num_frames = 64  # frames the separator predicts per training example (rounded up by the U-Net)
     critic_base_filters = 32  # critic filters of its first layer; doubled per layer
     critic_max_filters = 256  # cap on the critic's filters
     critic_dense_units = 32  # units of the critic's hidden dense layer
@@ -161,6 +164,7 @@ tracking.observers.install(ex, commands=("main",), check_config=check_before_run
 def check_config(config: dict) -> None:
     """Rejects settings that cannot work, before any data is touched."""
     from Datasets.partitions import SPLITS
+    from Models.registry import architecture
     from Models.solver import PHASES
 
     if config["method"] not in METHODS:
@@ -175,6 +179,23 @@ def check_config(config: dict) -> None:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Config key `{key}` must be a positive integer, got {value!r}.")
+    if config["method"] == "adversarial":
+        architecture(config["architecture"])  # an unknown name is refused with the registered ones
+        if config["architecture"] == "unet":
+            check_unet_config(config)
+    unknown_phases = set(config["phases"]) - set(PHASES)
+    if unknown_phases or not config["phases"]:
+        raise ValueError(f"Config key `phases` must list some of {PHASES}, got {config['phases']!r}.")
+    if config["semi_supervised_init"] not in ("scratch", "supervised"):
+        raise ValueError("Config key `semi_supervised_init` must be 'scratch' or 'supervised'.")
+    if config["split"] not in SPLITS:
+        raise ValueError(f"Config key `split` must be one of {SPLITS}, got {config['split']!r}.")
+    if config["method"] == "weak_label":
+        check_weak_label_config(config)
+
+
+def check_unet_config(config: dict) -> None:
+    """The U-Net halves both axes num_layers times: the frequency bins and the frames it predicts must allow it."""
     num_layers, scale = config["num_layers"], 2 ** config["num_layers"]
     num_bins = config["num_fft"] // 2 + 1
     if num_bins < scale:
@@ -186,15 +207,6 @@ def check_config(config: dict) -> None:
         raise ValueError(f"num_layers={num_layers} halves the time axis {num_layers} times, so num_frames "
                          f"({config['num_frames']}) must be at least {scale}: raise num_frames to {scale}, or lower "
                          f"num_layers to at most {int(math.log2(config['num_frames']))}.")
-    unknown_phases = set(config["phases"]) - set(PHASES)
-    if unknown_phases or not config["phases"]:
-        raise ValueError(f"Config key `phases` must list some of {PHASES}, got {config['phases']!r}.")
-    if config["semi_supervised_init"] not in ("scratch", "supervised"):
-        raise ValueError("Config key `semi_supervised_init` must be 'scratch' or 'supervised'.")
-    if config["split"] not in SPLITS:
-        raise ValueError(f"Config key `split` must be one of {SPLITS}, got {config['split']!r}.")
-    if config["method"] == "weak_label":
-        check_weak_label_config(config)
 
 
 def check_weak_label_config(config: dict) -> None:
@@ -256,6 +268,9 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
     from Datasets.features import SpectrogramSettings
     from Datasets.audio import read
     from Models.adversarial import AdversarialSeparator
+    from Models.checkpoint import separator_description
+    from Models.registry import SeparatorSpec
+    from Models.separation import Separator
     from Models.solver import AudioExample, Solver, ValidationSong
 
     partitions = load_dataset_for(config)
@@ -269,14 +284,14 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
 
     tf.keras.utils.set_random_seed(seed)
     settings = SpectrogramSettings(config["expected_sr"], config["num_fft"], config["num_hop"])
+    spec = SeparatorSpec.from_config(config, settings.num_bins)
     model = AdversarialSeparator(
-        num_layers=config["num_layers"], num_frames=config["num_frames"], num_bins=settings.num_bins,
-        base_filters=config["base_filters"], critic_base_filters=config["critic_base_filters"],
+        spec, num_frames=config["num_frames"], critic_base_filters=config["critic_base_filters"],
         critic_max_filters=config["critic_max_filters"], critic_dense_units=config["critic_dense_units"],
-        source_names=tuple(config["source_names"]), supervised_lr=config["init_sup_sep_lr"],
-        semi_supervised_lr=config["init_unsup_sep_lr"], critic_lr=config["init_disc_lr"], alpha=config["alpha"],
-        beta=config["beta"], lam=config["lam"], num_disc=config["num_disc"], seed=seed,
-        jit_compile=config["jit_compile"], mixed_precision=config["mixed_precision"])
+        supervised_lr=config["init_sup_sep_lr"], semi_supervised_lr=config["init_unsup_sep_lr"],
+        critic_lr=config["init_disc_lr"], alpha=config["alpha"], beta=config["beta"], lam=config["lam"],
+        num_disc=config["num_disc"], seed=seed, jit_compile=config["jit_compile"],
+        mixed_precision=config["mixed_precision"])
     cache = SpectrogramCache(os.path.join(config["cache_dir"], "spectrograms"), settings)
     tracks = partitions.train_sup + partitions.valid + partitions.test
     cache.prepare([s for t in tracks for s in (t.mixture, *t.sources)] + partitions.train_unsup.mixtures
@@ -306,12 +321,12 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         example = AudioExample(
             read(track.mixture, num_frames=10 * track.mixture.sample_rate, sample_rate=settings.sample_rate,
                  mono=True)[:num_samples],
-            np.stack([cache.load(source)[:, :frames] for source in track.sources]), settings.sample_rate,
-            settings.hop)
-    solver = Solver(model, paired, unpaired, songs(partitions.valid), checkpoint_dir, tensorboard_dir,
-                    config["num_layers"], config["epoch_it"], config["max_epochs"], config["patience"],
-                    config["summary_every"], config["validation_window_frames"], config["semi_supervised_init"],
-                    example, on_epoch_end=log_epoch)
+            np.stack([cache.load(source)[:, :frames] for source in track.sources]))
+    separation = Separator(model.separator, settings, spec.geometry(), model.source_names)
+    solver = Solver(model, separation, separator_description(spec, settings, config), paired, unpaired, songs(partitions.valid), checkpoint_dir, tensorboard_dir,
+                    config["epoch_it"], config["max_epochs"], config["patience"], config["summary_every"],
+                    config["validation_window_frames"], config["semi_supervised_init"], example,
+                    on_epoch_end=log_epoch)
     _run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                       "tensorboard_dir": os.path.abspath(tensorboard_dir)})
     if config["resume"]:
@@ -328,9 +343,8 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         # Score the saved best model of the phase, in a separate network: a resumed run may still
         # be training a later phase in `model`.
         best = solver.checkpoint_path(f"best_{phase}")
-        separator = load_separator(best).model
-        scores = evaluate_tracks(separator, partitions.test, settings, model.shapes, config["num_layers"],
-                                 model.source_names, config["validation_window_frames"])
+        separator = load_separator(best)
+        scores = evaluate_tracks(separator, partitions.test, config["validation_window_frames"])
         results[phase] = {"validation_loss": float(solver.best_validation_loss(phase)),
                           "test_loss": float(solver.supervised_loss(test_songs, separator)),
                           "test": summarise(scores, model.source_names), "test_tracks": scores,

@@ -44,7 +44,7 @@ Track = tuple[AudioSource, ...]  # (mixture, accompaniment, voice)
 Shape = tuple[int, ...]
 
 # Bumped whenever the cached feature computation changes, so stale entries are not reused.
-_CACHE_FORMAT_VERSION = 1
+_CACHE_FORMAT_VERSION = 2  # 2: the last STFT frame reflects the signal's end exactly
 # Enough to look up the state of any batch still waiting in a prefetch buffer.
 _STATE_HISTORY_LENGTH = 64
 _TENSOR_ALIGNMENT = 64  # bytes; TensorFlow's EIGEN_MAX_ALIGN_BYTES

@@ -29,9 +29,14 @@ class SpectrogramSettings:
 
 
 def stft(audio: np.ndarray, n_fft: int = 512, hop: int = 256, window: str = "hann") -> np.ndarray:
-    """STFT centred with reflect padding: complex64 (n_fft // 2 + 1, frames)."""
-    return librosa.stft(np.asarray(audio, np.float32), n_fft=n_fft, hop_length=hop, window=window,
-                        center=True, pad_mode="reflect").astype(np.complex64, copy=False)
+    """STFT centred with reflect padding: complex64 (n_fft // 2 + 1, frames).
+
+    The padding is done here: librosa 0.11's own centring computes the last frame from a
+    differently reflected tail, which the block-wise STFT of Models/streaming.py cannot match."""
+    padded = np.pad(np.asarray(audio, np.float32), n_fft // 2, mode="reflect") if len(audio) else \
+        np.zeros(n_fft, np.float32)
+    return librosa.stft(padded, n_fft=n_fft, hop_length=hop, window=window,
+                        center=False).astype(np.complex64, copy=False)
 
 
 def istft(spectrogram: np.ndarray, hop: int = 256, length: int | None = None, window: str = "hann") -> np.ndarray:

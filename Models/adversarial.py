@@ -15,10 +15,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from Models.critic import build_critic
-from Models.separator import build_separator
 from Datasets.windows import WindowShapes
-from Models.shapes import unet_shapes
+from Models.critic import build_critic
+from Models.registry import SeparatorSpec
+
+# The paper's separator: a 4-level U-Net with 16 base filters over the 257 bins of n_fft 512.
+PAPER_SEPARATOR = SeparatorSpec("unet", 257, ("accompaniment", "voice"), {"num_layers": 4, "base_filters": 16})
 
 
 def supervised_loss(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
@@ -56,21 +58,23 @@ def one_sided_gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Te
 class AdversarialSeparator:
     """Separator, critics and optimisers, with the two compiled training steps."""
 
-    def __init__(self, num_layers: int = 4, num_frames: int = 64, num_bins: int = 257, base_filters: int = 16,
-                 critic_base_filters: int = 32, critic_max_filters: int = 256, critic_dense_units: int = 32,
-                 source_names: tuple[str, ...] = ("accompaniment", "voice"), supervised_lr: float = 5e-5,
+    def __init__(self, spec: SeparatorSpec = PAPER_SEPARATOR, num_frames: int = 64, critic_base_filters: int = 32,
+                 critic_max_filters: int = 256, critic_dense_units: int = 32, supervised_lr: float = 5e-5,
                  semi_supervised_lr: float = 5e-5, critic_lr: float = 5e-5, alpha: float = 1e-3,
                  beta: float = 1e-3, lam: float = 10.0, num_disc: int = 5, seed: int = 0,
                  jit_compile: bool = False, mixed_precision: bool = False):
-        self.shapes = unet_shapes(num_layers, num_frames, num_bins)
-        self.source_names = tuple(source_names)
+        """`spec` names the separator's architecture (Models/registry.py); its training windows
+        predict at least `num_frames` frames."""
+        self.spec = spec
+        self.shapes = spec.geometry().windows(num_frames)
+        self.source_names = spec.source_names
         self.alpha, self.beta, self.lam, self.num_disc = alpha, beta, lam, num_disc
         self.noise = tf.random.Generator.from_seed(seed)
         # float16 compute with float32 weights and loss scaling: a large speed-up on GPUs with
         # tensor cores, none on CPUs. The policy is global in Keras, so it is set either way.
         keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-        self.separator = build_separator(num_layers, num_frames, num_bins, base_filters, self.source_names)
-        self.critics = {name: build_critic(self.shapes, num_bins, num_frames, critic_base_filters,
+        self.separator = spec.build()
+        self.critics = {name: build_critic(self.shapes, spec.num_bins, num_frames, critic_base_filters,
                                            critic_max_filters, critic_dense_units, name=f"critic_{name}")
                         for name in self.source_names}
         def adam(learning_rate, name):

@@ -1,47 +1,39 @@
-"""Loading a trained model from what Training.py wrote.
+"""Checkpoints that describe themselves, and loading the model a checkpoint holds.
 
-A run's checkpoint folder (`<model_base_dir>/<run name>/`) holds `config.json` and pickled
-checkpoints: `last.pkl`, and `best_supervised.pkl`, `best_semi_supervised.pkl` (adversarial
-method) or `best.pkl` (weak-label method). A folder stands for its best model (of the last
-phase trained); a file names one checkpoint exactly. A weak-label checkpoint carries its own
-architecture, classes, feature settings and standardisation, so it needs nothing beside it.
+A run's checkpoint folder (`<model_base_dir>/<run name>/`) holds pickled checkpoints:
+`last.pkl`, and `best_supervised.pkl`, `best_semi_supervised.pkl` (adversarial method) or
+`best.pkl` (weak-label method), plus the run's `config.json` for people to read. A folder
+stands for its best model (of the last phase trained); a file names one checkpoint exactly.
+
+Every checkpoint carries what rebuilds and applies its model: the method, the separator's
+architecture and arguments (Models/registry.py) or the weak-label model's, the feature
+settings, the source or class names and the training config, so nothing beside it is needed.
+Separator checkpoints written before they described themselves (format 1) are rebuilt from
+the `config.json` beside them.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
-from dataclasses import dataclass
-
-import keras
+from dataclasses import asdict
 
 from Datasets.features import SpectrogramSettings
-from Models.separator import build_separator
-from Datasets.windows import WindowShapes
-from Models.shapes import unet_shapes
+from Models.registry import SeparatorSpec
+from Models.separation import Separator
 
 PREFERENCE = ("best_semi_supervised.pkl", "best_supervised.pkl", "best.pkl", "last.pkl")
+FORMAT = 2  # 1: separator checkpoints that needed config.json beside them
 
 
 class CheckpointError(ValueError):
     """A path that is no usable checkpoint of this project's separator."""
 
 
-@dataclass
-class TrainedSeparator:
-    model: keras.Model
-    config: dict
-    settings: SpectrogramSettings
-    shapes: WindowShapes
-    path: str
-
-    @property
-    def source_names(self) -> tuple[str, ...]:
-        return tuple(self.config["source_names"])
-
-    @property
-    def num_layers(self) -> int:
-        return self.config["num_layers"]
+def separator_description(spec: SeparatorSpec, settings: SpectrogramSettings, config: dict) -> dict:
+    """The part of an adversarial checkpoint that rebuilds and applies its separator."""
+    return {"format": FORMAT, "method": "adversarial", "separator_spec": spec.as_dict(),
+            "features": asdict(settings), "config": config}
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -56,40 +48,55 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
-def checkpoint_method(path: str) -> str:
-    """"adversarial" or "weak_label": which method wrote the checkpoint `path` stands for."""
-    config_path = os.path.join(os.path.dirname(resolve_checkpoint(path)), "config.json")
-    if not os.path.isfile(config_path):
-        raise CheckpointError(f"'{path}' has no config.json beside it; it was not written by Training.py.")
-    with open(config_path) as handle:
-        return json.load(handle).get("method", "adversarial")
-
-
-def load_separator(path: str) -> TrainedSeparator:
-    """Builds the separator that `path` was trained with and loads its weights."""
+def read_checkpoint(path: str) -> tuple[str, dict]:
+    """(checkpoint file, its contents) for a checkpoint file or run folder."""
     checkpoint = resolve_checkpoint(path)
-    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
-    if not os.path.isfile(config_path):
-        raise CheckpointError(f"'{checkpoint}' has no config.json beside it; it was not written by Training.py.")
-    with open(config_path) as handle:
-        config = json.load(handle)
     try:
         with open(checkpoint, "rb") as handle:
             state = pickle.load(handle)
-        if state.get("method", "adversarial") != "adversarial":
-            raise CheckpointError(f"'{checkpoint}' is a {state['method']} checkpoint, not an adversarial separator.")
-        weights = state["separator"]
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"'{checkpoint}' is not a separator checkpoint of this project ({error!r}).") from error
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as error:
+        raise CheckpointError(f"'{checkpoint}' is not a checkpoint of this project ({error!r}).") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"'{checkpoint}' is not a checkpoint of this project (it holds a "
+                              f"{type(state).__name__}).")
+    return checkpoint, state
+
+
+def checkpoint_method(path: str) -> str:
+    """"adversarial" or "weak_label": which method wrote the checkpoint `path` stands for."""
+    return read_checkpoint(path)[1].get("method", "adversarial")
+
+
+def _format_1_description(checkpoint: str) -> dict:
+    """What a checkpoint written before format 2 leaves to the config.json beside it."""
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"'{checkpoint}' was written by an older version of this project, which kept the "
+                              "network's settings in a config.json beside it, and that file is missing. Put the "
+                              "run's config.json back beside it, or retrain.")
+    with open(config_path) as handle:
+        config = json.load(handle)
     settings = SpectrogramSettings(config["expected_sr"], config["num_fft"], config["num_hop"])
-    model = build_separator(config["num_layers"], config["num_frames"], settings.num_bins, config["base_filters"],
-                            tuple(config["source_names"]))
+    spec = SeparatorSpec("unet", settings.num_bins, tuple(config["source_names"]),
+                         {"num_layers": config["num_layers"], "base_filters": config["base_filters"]})
+    return separator_description(spec, settings, config)
+
+
+def load_separator(path: str) -> Separator:
+    """The separation engine of the separator `path` holds, its weights loaded."""
+    checkpoint, state = read_checkpoint(path)
+    if state.get("method", "adversarial") != "adversarial" or "separator" not in state:
+        raise CheckpointError(f"'{checkpoint}' is a {state.get('method', 'unknown')} checkpoint, not a separator; "
+                              "use a run folder written with method=adversarial.")
+    description = state if "separator_spec" in state else _format_1_description(checkpoint)
+    spec = SeparatorSpec.from_dict(description["separator_spec"])
+    model = spec.build()
     try:
-        model.set_weights(weights)
+        model.set_weights(state["separator"])
     except ValueError as error:
-        raise CheckpointError(f"'{checkpoint}' does not fit the network its config.json describes: {error}") from error
-    return TrainedSeparator(model, config, settings,
-                            unet_shapes(config["num_layers"], config["num_frames"], settings.num_bins), checkpoint)
+        raise CheckpointError(f"'{checkpoint}' does not fit the network it describes: {error}") from error
+    return Separator(model, SpectrogramSettings(**description["features"]), spec.geometry(), spec.source_names,
+                     checkpoint, description["config"])
 
 
 def load_event_separator(path: str, mask_exponent: float | None = None):
@@ -101,13 +108,8 @@ def load_event_separator(path: str, mask_exponent: float | None = None):
     from Models.event_separation import EventSeparator
     from Models.weak_label_model import Standardisation, WeakLabelPredictor, build_weak_label_model
 
-    checkpoint = resolve_checkpoint(path)
-    try:
-        with open(checkpoint, "rb") as handle:
-            state = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError) as error:
-        raise CheckpointError(f"'{checkpoint}' is not a checkpoint of this project ({error!r}).") from error
-    if not isinstance(state, dict) or state.get("method") != "weak_label":
+    checkpoint, state = read_checkpoint(path)
+    if state.get("method") != "weak_label":
         raise CheckpointError(f"'{checkpoint}' is not a weak-label checkpoint; use it with the adversarial "
                               "method's commands, or pass a run folder written with method=weak_label.")
     model = build_weak_label_model(**state["model_spec"])

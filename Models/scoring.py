@@ -24,28 +24,15 @@ import math
 
 import numpy as np
 
-from Datasets import audio, features
-from Datasets.features import SpectrogramSettings
-from Datasets.windows import WindowShapes
+from Datasets import audio
 from Models.bss import FAILED_SCORE_DB, ROUNDING_NOISE_DB, bss_eval_sources, evaluate_in_parallel, museval_v4
-from Models.inference import separate_log_spectrogram
+from Models.separation import WHOLE_SONG_WINDOW_FRAMES, Separator
 
 log = logging.getLogger(__name__)
 
 METRICS = ("SDR", "SIR", "SAR")
 RELATIVE_METRICS = {"NSDR": "SDR", "NSIR": "SIR"}  # improvement over the unprocessed mixture
 SILENCE_ENERGY = 1e-8  # mean squared amplitude below which a reference counts as silent
-
-
-def separate_audio(separator, mixture: np.ndarray, settings: SpectrogramSettings, shapes: WindowShapes,
-                   num_layers: int, window_frames: int = 2048) -> dict[str, np.ndarray]:
-    """Mono mixture waveform at the model's rate -> {source: waveform of the same length}."""
-    spectrogram = features.stft(mixture, settings.n_fft, settings.hop)
-    estimates = separate_log_spectrogram(separator, features.log_magnitude(spectrogram), shapes, num_layers,
-                                         window_frames)
-    return {name: features.reconstruct(features.magnitude_from_log(log_magnitude), spectrogram, settings.hop,
-                                       len(mixture))
-            for name, log_magnitude in estimates.items()}
 
 
 def _audible(references: dict[str, np.ndarray]) -> list[str]:
@@ -98,9 +85,8 @@ def bss_scores(references: dict[str, np.ndarray], estimates: dict[str, np.ndarra
 PROTOCOLS = ("bss_eval_v3", "museval_v4")
 
 
-def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: WindowShapes, num_layers: int,
-                    source_names: tuple[str, ...], window_frames: int = 2048, workers: int | None = None,
-                    protocol: str = "bss_eval_v3") -> list[dict]:
+def evaluate_tracks(separator: Separator, tracks, window_frames: int = WHOLE_SONG_WINDOW_FRAMES,
+                    workers: int | None = None, protocol: str = "bss_eval_v3") -> list[dict]:
     """Scores of every track: {"track", "database", "silent": [...], "failed": [...],
     source: {SDR, ..., NSDR, NSIR}, and "undefined": {source: {metric: reason}} if any}.
 
@@ -111,6 +97,7 @@ def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: Wi
     and scores FAILED_SCORE_DB in every metric, so that it counts against the model."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"Config key `protocol` must be one of {PROTOCOLS}, got {protocol!r}.")
+    settings, source_names = separator.settings, separator.source_names
     score = bss_eval_sources if protocol == "bss_eval_v3" else functools.partial(museval_v4,
                                                                                  window=settings.sample_rate)
     results, jobs, scored_per_track = [], [], []
@@ -123,7 +110,7 @@ def evaluate_tracks(separator, tracks, settings: SpectrogramSettings, shapes: Wi
                         track.name, ", ".join(str(len(signal)) for signal in signals), length)
         mixture = signals[0][:length]
         references = {name: signal[:length] for name, signal in zip(source_names, signals[1:])}
-        estimates = separate_audio(separator, mixture, settings, shapes, num_layers, window_frames)
+        estimates = separator.waveform(mixture, window_frames)
         audible = _audible(references)
         failed = [name for name in audible if not np.any(estimates[name])]
         scored = [name for name in audible if name not in failed]

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from Models.shapes import unet_shapes
+from Models.shapes import UnetGeometry, unet_shapes
 
 
 @tf.autograph.experimental.do_not_convert  # autograph would convert the gradient closure too
@@ -63,14 +63,19 @@ def _centre_crop(tensor, amount: int, name: str):
     return layers.Cropping2D(((amount, amount), (amount, amount)), name=name)(tensor)
 
 
-def build_separator(num_layers: int = 4, num_frames: int = 64, num_bins: int = 257, base_filters: int = 16,
+def geometry(num_bins: int = 257, num_layers: int = 4, **_) -> UnetGeometry:
+    """The U-Net's window sizes; its other arguments do not change them."""
+    return UnetGeometry(num_layers, num_bins)
+
+
+def build_separator(num_layers: int = 4, num_bins: int = 257, base_filters: int = 16,
                     source_names: tuple[str, ...] = ("accompaniment", "voice")) -> keras.Model:
     """U-Net mapping (input_bins, frames, 1) to a dict {source: (output_bins, frames - context, 1)}.
 
-    Filters double per level from `base_filters`. `num_frames` does not constrain the model:
-    any input length `unet_shapes` allows for some frame count works.
+    Filters double per level from `base_filters`. The time axis is open: any input length
+    `unet_shapes` allows for some frame count works.
     """
-    shapes = unet_shapes(num_layers, num_frames, num_bins)
+    shapes = unet_shapes(num_layers, 2 ** num_layers, num_bins)
     convolution = dict(kernel_size=3, padding="valid", activation="relu", kernel_initializer="glorot_uniform")
     mixture = keras.Input((shapes.input_bins, None, 1), name="mixture")
     features = layers.Conv2D(base_filters, name="encoder_0", **convolution)(mixture)

@@ -8,6 +8,7 @@ output sizes the network can produce are spaced 2^L apart.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from Datasets.windows import WindowShapes
 
@@ -40,3 +41,20 @@ def unet_shapes(num_layers: int, num_frames: int, num_bins: int) -> WindowShapes
     output_frames = valid_output_size(num_frames, num_layers)
     return WindowShapes(input_size_for_output(output_bins, num_layers),
                       input_size_for_output(output_frames, num_layers), output_bins, output_frames)
+
+
+@dataclass(frozen=True)
+class UnetGeometry:
+    """How the U-Net's windows depend on the frames it is asked to predict, for the windowing
+    of whole songs (Models/windowing.py)."""
+
+    num_layers: int
+    num_bins: int
+
+    @property
+    def grid(self) -> int:
+        """The network is equivariant to time shifts by multiples of this many frames."""
+        return 2 ** self.num_layers
+
+    def windows(self, num_frames: int) -> WindowShapes:
+        return unet_shapes(self.num_layers, num_frames, self.num_bins)

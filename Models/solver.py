@@ -24,7 +24,7 @@ from tqdm import tqdm
 from Datasets import features
 from Datasets.atomic import atomic_open
 from Models.adversarial import AdversarialSeparator
-from Models.inference import separate_log_spectrogram
+from Models.separation import Separator
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,6 @@ class AudioExample:
 
     mixture: np.ndarray  # mono waveform at the model's rate
     log_sources: np.ndarray  # (num_sources, bins, frames) targets
-    sample_rate: int
-    hop: int
 
 
 def keras_variable_value(value) -> float:
@@ -112,12 +110,15 @@ def _write_atomically(path: str, payload) -> None:
 
 
 class Solver:
-    def __init__(self, model: AdversarialSeparator, paired, unpaired, validation: list[ValidationSong],
-                 checkpoint_dir: str, log_dir: str, num_layers: int, epoch_it: int = 1000, max_epochs: int = 100,
-                 patience: int = 5, summary_every: int = 10, validation_window_frames: int = 1024,
-                 semi_supervised_init: str = "scratch", example: AudioExample | None = None, on_epoch_end=None):
+    def __init__(self, model: AdversarialSeparator, separation: Separator, description: dict, paired, unpaired,
+                 validation: list[ValidationSong], checkpoint_dir: str, log_dir: str, epoch_it: int = 1000,
+                 max_epochs: int = 100, patience: int = 5, summary_every: int = 10,
+                 validation_window_frames: int = 1024, semi_supervised_init: str = "scratch",
+                 example: AudioExample | None = None, on_epoch_end=None):
+        """`separation` applies `model.separator` to whole songs for validation and the example;
+        `description` (Models.checkpoint.separator_description) goes into every checkpoint."""
         self.model, self.paired, self.unpaired, self.validation = model, paired, unpaired, validation
-        self.checkpoint_dir, self.num_layers = checkpoint_dir, num_layers
+        self.separation, self.description, self.checkpoint_dir = separation, description, checkpoint_dir
         self.epoch_it, self.max_epochs, self.patience = epoch_it, max_epochs, patience
         self.summary_every, self.validation_window_frames = summary_every, validation_window_frames
         self.semi_supervised_init, self.example = semi_supervised_init, example
@@ -133,7 +134,7 @@ class Solver:
 
     def _state(self) -> dict:
         model = self.model
-        return {"progress": asdict(self.progress), "step_in_epoch": self.step_in_epoch,
+        return {**self.description, "progress": asdict(self.progress), "step_in_epoch": self.step_in_epoch,
                 "separator": model.separator.get_weights(),
                 "critics": {name: critic.get_weights() for name, critic in model.critics.items()},
                 "optimizers": {name: [v.numpy() for v in opt.variables] for name, opt in model.optimizers.items()},
@@ -166,13 +167,13 @@ class Solver:
         self.initial_separator_weights = state["initial_separator"]
 
     # ---- validation --------------------------------------------------------------------
-    def supervised_loss(self, songs: list[ValidationSong], separator=None) -> float:
+    def supervised_loss(self, songs: list[ValidationSong], separator: Separator | None = None) -> float:
         """Supervised loss over whole songs (validation or test), frame-weighted; of the model in
         training unless another `separator` is given."""
         squared_error, frames = 0.0, 0
         for song in songs:
-            estimates = separate_log_spectrogram(separator or self.model.separator, song.log_mixture,
-                                                 self.model.shapes, self.num_layers, self.validation_window_frames)
+            estimates = (separator or self.separation).log_spectrogram(song.log_mixture,
+                                                                        self.validation_window_frames)
             for index, name in enumerate(self.model.source_names):
                 squared_error += float(np.mean(np.square(estimates[name] - song.log_sources[index]), axis=0).sum())
             frames += song.log_mixture.shape[1]
@@ -194,11 +195,11 @@ class Solver:
         write_scalars(self.writer, {f"{phase}/validation_loss": validation, **learning_rates}, step)
         if self.example is None:
             return
-        example = self.example
-        mixture = features.stft(example.mixture, 2 * (example.log_sources.shape[1] - 1), example.hop)
+        example, settings = self.example, self.separation.settings
+        mixture = features.stft(example.mixture, settings.n_fft, settings.hop)
         log_mixture = features.log_magnitude(mixture)
-        estimates = separate_log_spectrogram(self.model.separator, log_mixture, self.model.shapes, self.num_layers,
-                                             self.validation_window_frames)
+        estimates = self.separation.log_spectrogram(log_mixture, self.validation_window_frames)
+        waveforms = self.separation.reconstruct(estimates, mixture, len(example.mixture))
         peak = max(float(log_mixture.max()), 1e-6)
 
         def image(log_magnitude):  # low frequencies at the bottom, as on a spectrogram plot
@@ -209,10 +210,9 @@ class Solver:
             for index, name in enumerate(self.model.source_names):
                 tf.summary.image(f"{phase}/spectrogram/{name}_estimate", image(estimates[name]))
                 tf.summary.image(f"{phase}/spectrogram/{name}_target", image(example.log_sources[index]))
-                audio = features.reconstruct(features.magnitude_from_log(estimates[name]), mixture, example.hop,
-                                             len(example.mixture))
-                tf.summary.audio(f"{phase}/audio/{name}_estimate", audio[None, :, None], example.sample_rate)
-            tf.summary.audio(f"{phase}/audio/mixture", example.mixture[None, :, None], example.sample_rate)
+                tf.summary.audio(f"{phase}/audio/{name}_estimate", waveforms[name][None, :, None],
+                                 settings.sample_rate)
+            tf.summary.audio(f"{phase}/audio/mixture", example.mixture[None, :, None], settings.sample_rate)
 
     def _start_phase(self, phase: str) -> None:
         self.progress = Progress(phase=phase, global_step=self.progress.global_step,

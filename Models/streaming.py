@@ -6,14 +6,13 @@ audio by overlap-add with the mixture's phase, resampled back to the file's rate
 to the output files. Every stage keeps only the samples or frames that its next output still
 needs, so memory depends on the block and window sizes, not on the length of the file.
 
-The result equals whole-file separation at the model's rate (`Models.scoring.separate_audio` on
-each channel, resampled there and back with `Datasets.audio.resample`) up to float rounding:
+The result equals whole-file separation at the model's rate (`Separator.waveform` on each
+channel, resampled there and back with `Datasets.audio.resample`) up to float rounding:
 
 * the STFT is centred with reflect padding like `Datasets.features.stft`, the first and last
   half window reflected from the signal's own ends;
-* separator windows follow `Models.inference.separate_log_spectrogram`: output windows advance
-  by a multiple of 2^num_layers frames with `context` zero frames before the first frame and
-  zeros after the last, so the output does not depend on where a window starts;
+* the network runs through the same windowing (`Models.windowing.WindowedSeparation`), fed
+  block by block instead of all at once;
 * the inverse STFT accumulates both the windowed frames and the squared-window sum, as
   librosa's `istft` does, and divides where a sample has received all its frames.
 
@@ -35,27 +34,17 @@ import librosa
 import numpy as np
 import soundfile
 import soxr
-import tensorflow as tf
 from scipy.signal import get_window
 from tqdm import tqdm
 
 from Datasets.atomic import temporary_file
 from Datasets.audio import AudioFileError, open_for_reading
 from Datasets.features import unit_phase
-from Models.inference import compiled_separator
-from Models.shapes import input_size_for_output, valid_output_size
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_BLOCK_SECONDS = 30.0
-# Activation memory that one separator window may take. Larger windows waste less on context
-# frames, but past about a thousand frames (paper model, one channel) they stop getting faster.
-ACTIVATION_BUDGET_BYTES = 256 * 2 ** 20
-# float32 feature maps alive per input frame, in units of input_bins * base_filters: about six
-# at full resolution (first conv, skip crop, upsampling, concatenation, last conv), and the
-# coarser levels add as much again (each halves the area per channel doubling).
-FEATURE_MAPS_PER_FRAME = 12
 
 
 class _Resampler:
@@ -156,59 +145,23 @@ class _OverlapAdd:
         return audio
 
 
-class _WindowedSeparator:
-    """Runs the separator on windows of `step` output frames with their context, as
-    `separate_log_spectrogram` does, over a stream of log1p frames (channels, bins, frames)."""
-
-    def __init__(self, model, shapes, num_layers: int, num_bins: int, step: int, channels: int):
-        self.model, self.num_bins, self.step = compiled_separator(model), num_bins, step
-        self.input_frames = input_size_for_output(valid_output_size(step, num_layers), num_layers)
-        self._bins_below = shapes.input_bins_below
-        context = (self.input_frames - valid_output_size(step, num_layers)) // 2
-        # Padded log mixture from the next window's start on; the first window sees `context` zeros.
-        self._buffer = np.zeros((channels, shapes.input_bins, context), np.float32)
-        self._received = 0
-        self._produced = 0
-
-    def push(self, log_frames: np.ndarray, last: bool) -> dict[str, np.ndarray]:
-        self._received += log_frames.shape[2]
-        padded = np.zeros((*self._buffer.shape[:2], log_frames.shape[2]), np.float32)
-        padded[:, self._bins_below:self._bins_below + self.num_bins] = log_frames
-        self._buffer = np.concatenate([self._buffer, padded], axis=2)
-        estimates: dict[str, list[np.ndarray]] = {}
-        while self._buffer.shape[2] >= self.input_frames or (last and self._produced < self._received):
-            if self._buffer.shape[2] < self.input_frames:  # zeros after the signal, as in whole-file
-                missing = self.input_frames - self._buffer.shape[2]
-                self._buffer = np.pad(self._buffer, ((0, 0), (0, 0), (0, missing)))
-            outputs = self.model(tf.constant(self._buffer[:, :, :self.input_frames, None]))
-            for name, output in outputs.items():
-                estimates.setdefault(name, []).append(np.asarray(output)[:, :self.num_bins, :self.step, 0])
-            self._buffer = self._buffer[:, :, self.step:]
-            self._produced += self.step
-        # The last window may reach past the signal; its surplus frames are no frames of the song.
-        surplus = max(self._produced - self._received, 0)
-        return {name: np.concatenate(parts, axis=2)[:, :, :self.step * len(parts) - surplus]
-                for name, parts in estimates.items()}
-
-
 class SeparationStream:
     """All stages for one file: push (frames, channels) blocks at `input_rate` in order, the
     last with `last=True`; get back {source: (frames, channels)} at `input_rate`. Concatenating
     the outputs gives each source with exactly as many frames as were pushed."""
 
-    def __init__(self, trained, input_rate: int, channels: int, window_frames: int):
-        settings = trained.settings
+    def __init__(self, separator, input_rate: int, channels: int, window_frames: int):
+        settings = separator.settings
         self._to_model = _Resampler(input_rate, settings.sample_rate, channels)
         self._stft = _StreamingStft(settings.n_fft, settings.hop, channels)
-        self._separator = _WindowedSeparator(trained.model, trained.shapes, trained.num_layers,
-                                             settings.num_bins, window_frames, channels)
+        self._separator = separator.windows(window_frames, channels)
         self._mixture = np.zeros((channels, settings.num_bins, 0), np.complex64)  # awaiting estimates
         self._inverse = {name: _OverlapAdd(settings.n_fft, settings.hop, channels)
-                         for name in trained.source_names}
+                         for name in separator.source_names}
         self._from_model = {name: _Resampler(settings.sample_rate, input_rate, channels)
-                            for name in trained.source_names}
+                            for name in separator.source_names}
         self._pushed = 0
-        self._returned = dict.fromkeys(trained.source_names, 0)
+        self._returned = dict.fromkeys(separator.source_names, 0)
 
     def push(self, block: np.ndarray, last: bool) -> dict[str, np.ndarray]:
         self._pushed += len(block)
@@ -237,10 +190,10 @@ class SeparationStream:
         return audio
 
 
-def output_paths(trained, input_path: str, output_dir: str) -> dict[str, str]:
+def output_paths(separator, input_path: str, output_dir: str) -> dict[str, str]:
     """{source: `<output_dir>/<input stem>/<source>.wav`}."""
     stem = os.path.splitext(os.path.basename(input_path))[0]
-    return {name: os.path.join(output_dir, stem, f"{name}.wav") for name in trained.source_names}
+    return {name: os.path.join(output_dir, stem, f"{name}.wav") for name in separator.source_names}
 
 
 def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
@@ -250,15 +203,6 @@ def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
         if os.path.exists(path):
             raise FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it, or "
                                   "skip_existing=True to separate only the inputs whose outputs are missing.")
-
-
-def window_frames_for_budget(trained, channels: int, budget_bytes: int = ACTIVATION_BUDGET_BYTES) -> int:
-    """The longest output window (a multiple of 2^num_layers frames) whose activations for all
-    `channels` fit in `budget_bytes`."""
-    base_filters = trained.model.get_layer("encoder_0").filters
-    bytes_per_frame = 4 * trained.shapes.input_bins * base_filters * FEATURE_MAPS_PER_FRAME * channels
-    grid = 2 ** trained.num_layers
-    return max(budget_bytes // bytes_per_frame // grid, 1) * grid
 
 
 def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) -> Iterator[np.ndarray]:
@@ -272,22 +216,20 @@ def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) 
         raise AudioFileError(f"Cannot read audio file '{path}': {error}") from error
 
 
-def separate_file(trained, input_path: str, output_dir: str, overwrite: bool = False,
+def separate_file(separator, input_path: str, output_dir: str, overwrite: bool = False,
                   block_seconds: float = DEFAULT_BLOCK_SECONDS, window_frames: int | None = None,
                   progress: bool = False) -> list[str]:
     """Separates one audio file into `<output_dir>/<input stem>/<source>.wav` and returns the
-    paths written. `window_frames` (output frames per separator call, rounded down to a
-    multiple of 2^num_layers) defaults to the largest that fits ACTIVATION_BUDGET_BYTES.
+    paths written. `window_frames` (output frames per network call, rounded down to a multiple
+    of the grid) defaults to the largest whose activations fit the separator's memory budget.
     Outputs are written under temporary names and renamed when complete."""
     input_path = os.fspath(input_path)
-    targets = output_paths(trained, input_path, output_dir)
+    targets = output_paths(separator, input_path, output_dir)
     _refuse_existing(list(targets.values()), overwrite)
     with open_for_reading(input_path) as audio_file, ExitStack() as cleanup:
         rate, channels = audio_file.samplerate, audio_file.channels
-        grid = 2 ** trained.num_layers
-        step = (window_frames_for_budget(trained, channels) if window_frames is None
-                else max(window_frames // grid, 1) * grid)
-        stream = SeparationStream(trained, rate, channels, step)
+        stream = SeparationStream(separator, rate, channels,
+                                  window_frames or separator.window_frames_for_budget(channels))
         folder = os.path.dirname(next(iter(targets.values())))
         # Plain WAV cannot pass 4 GiB (about 3 h of 44.1 kHz stereo float); RF64 can.
         container = "WAV" if audio_file.frames * channels * 4 < 2 ** 32 - 2 ** 20 else "RF64"
@@ -329,13 +271,13 @@ class SeparationFailed(RuntimeError):
     """Some inputs could not be separated; every other one was."""
 
 
-def plan_outputs(trained, inputs: Sequence[str], output_dir: str, overwrite: bool,
+def plan_outputs(separator, inputs: Sequence[str], output_dir: str, overwrite: bool,
                  skip_existing: bool = False) -> list[str]:
     """The input files still to separate (see `audio_files`), once it is certain that their
     outputs neither collide nor overwrite existing files unasked. With `skip_existing`, an
     input whose outputs all exist is left out (a rerun after an interruption or a failure)."""
     files = audio_files(inputs)
-    outputs = {file: list(output_paths(trained, file, output_dir).values()) for file in files}
+    outputs = {file: list(output_paths(separator, file, output_dir).values()) for file in files}
     targets = [path for paths in outputs.values() for path in paths]
     if len(set(targets)) < len(targets):
         duplicate = next(path for path in targets if targets.count(path) > 1)
@@ -349,7 +291,7 @@ def plan_outputs(trained, inputs: Sequence[str], output_dir: str, overwrite: boo
     return files
 
 
-def separate_paths(trained, inputs: Sequence[str], output_dir: str, overwrite: bool = False,
+def separate_paths(separator, inputs: Sequence[str], output_dir: str, overwrite: bool = False,
                    skip_existing: bool = False, separate_one=None) -> list[str]:
     """Separates files and folders of files (see `audio_files`) with `separate_one(path) ->
     written paths` (default: `separate_file` with a progress bar) and returns what was written.
@@ -358,9 +300,9 @@ def separate_paths(trained, inputs: Sequence[str], output_dir: str, overwrite: b
     inputs with the same stem stop the run before it writes anything. A file that cannot be
     read (missing, empty, damaged, not audio) does not stop the others: each is named with its
     reason as it fails, and SeparationFailed lists them all at the end."""
-    separate_one = separate_one or (lambda path: separate_file(trained, path, output_dir, overwrite=True,
+    separate_one = separate_one or (lambda path: separate_file(separator, path, output_dir, overwrite=True,
                                                                progress=True))
-    files = plan_outputs(trained, inputs, output_dir, overwrite, skip_existing)
+    files = plan_outputs(separator, inputs, output_dir, overwrite, skip_existing)
     written, failures = [], {}
     for file in files:
         try:

@@ -38,20 +38,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from Datasets import audio  # noqa: E402
 from Datasets.features import SpectrogramSettings  # noqa: E402
-from Models.scoring import separate_audio  # noqa: E402
-from Models.checkpoint import TrainedSeparator  # noqa: E402
+from Models.separation import Separator  # noqa: E402
 from Models.separator import build_separator  # noqa: E402
-from Models.shapes import unet_shapes  # noqa: E402
-from Models.streaming import separate_file  # noqa: E402
+from Models.shapes import UnetGeometry  # noqa: E402
 
 NAIVE_STEP_FRAMES = 64  # rounds up to the 66-frame output (158-frame input) training window
 WRITE_BLOCK_SECONDS = 10.0
 
 
-def paper_separator() -> TrainedSeparator:
+def paper_separator() -> Separator:
     settings = SpectrogramSettings()
-    config = {"num_layers": 4, "source_names": ["accompaniment", "voice"]}
-    return TrainedSeparator(build_separator(), config, settings, unet_shapes(4, 64, settings.num_bins), "random")
+    return Separator(build_separator(), settings, UnetGeometry(4, settings.num_bins), ("accompaniment", "voice"),
+                     "random")
 
 
 def write_song(path: str, seconds: float, rate: int, channels: int, subtype: str = "FLOAT") -> None:
@@ -67,24 +65,22 @@ def write_song(path: str, seconds: float, rate: int, channels: int, subtype: str
             song.write((tones[:, None] + noise).astype(np.float32))
 
 
-def time_separate_file(trained: TrainedSeparator, path: str, output_dir: str) -> float:
+def time_separate_file(trained: Separator, path: str, output_dir: str) -> float:
     start = time.perf_counter()
-    separate_file(trained, path, output_dir, overwrite=True)
+    trained.separate_file(path, output_dir, overwrite=True)
     return time.perf_counter() - start
 
 
-def time_naive_loop(trained: TrainedSeparator, path: str) -> float:
+def time_naive_loop(trained: Separator, path: str) -> float:
     """Whole-file separation with one call of the compiled model per 66-frame output chunk."""
     mixture = audio.read(path, sample_rate=trained.settings.sample_rate, mono=True)
-    separate_audio(trained.model, mixture[:8192], trained.settings, trained.shapes, trained.num_layers,
-                   window_frames=NAIVE_STEP_FRAMES)  # traces the graph outside the timing
+    trained.waveform(mixture[:8192], window_frames=NAIVE_STEP_FRAMES)  # traces the graph outside the timing
     start = time.perf_counter()
-    separate_audio(trained.model, mixture, trained.settings, trained.shapes, trained.num_layers,
-                   window_frames=NAIVE_STEP_FRAMES)
+    trained.waveform(mixture, window_frames=NAIVE_STEP_FRAMES)
     return time.perf_counter() - start
 
 
-def measure_speed(trained: TrainedSeparator, folder: str, seconds: float) -> None:
+def measure_speed(trained: Separator, folder: str, seconds: float) -> None:
     mono = os.path.join(folder, "song_8192_mono.wav")
     stereo = os.path.join(folder, "song_44100_stereo.wav")
     write_song(mono, seconds, trained.settings.sample_rate, 1)

@@ -158,7 +158,7 @@ def _tiny_separator(silent_voice: bool = False):
     from Models.separator import build_separator
 
     keras.utils.set_random_seed(0)
-    separator = build_separator(2, 8, 33, base_filters=2)
+    separator = build_separator(2, 33, base_filters=2)
     for name in ("accompaniment", "voice"):
         layer = separator.get_layer(name)
         weights = [np.abs(weight) + 0.01 for weight in layer.get_weights()]
@@ -167,13 +167,14 @@ def _tiny_separator(silent_voice: bool = False):
     return separator
 
 
-def _evaluate(tracks, separator):
+def _evaluate(tracks, model):
     from Datasets.features import SpectrogramSettings
     from Models.scoring import evaluate_tracks
-    from Models.shapes import unet_shapes
+    from Models.separation import Separator
+    from Models.shapes import UnetGeometry
 
-    return evaluate_tracks(separator, tracks, SpectrogramSettings(8192, 64, 32), unet_shapes(2, 8, 33), 2,
-                           ("accompaniment", "voice"))
+    return evaluate_tracks(Separator(model, SpectrogramSettings(8192, 64, 32), UnetGeometry(2, 33),
+                                     ("accompaniment", "voice")), tracks)
 
 
 def test_references_of_different_lengths_are_trimmed_with_a_warning(tmp_path, caplog):

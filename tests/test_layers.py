@@ -10,8 +10,8 @@ from conftest import REPO
 PACKAGES = ("Datasets", "Models", "tracking")
 TOP_LEVEL = ("Training", "Evaluate", "Sample")
 TRAINING_MODULES = {"Models.solver", "Models.weak_label_solver", "Models.adversarial"}
-INFERENCE_MODULES = ("Models.checkpoint", "Models.event_separation", "Models.streaming", "Models.inference",
-                     "Models.scoring")
+INFERENCE_MODULES = ("Models.checkpoint", "Models.event_separation", "Models.streaming", "Models.windowing",
+                     "Models.separation", "Models.scoring", "Models.registry")
 
 
 def _module_files() -> dict[str, str]:

@@ -5,13 +5,14 @@ import tensorflow as tf
 
 from Models.adversarial import AdversarialSeparator, additivity_loss, one_sided_gradient_penalty
 from Models.critic import build_critic
-from Models.inference import separate_log_spectrogram
+from Models.registry import SeparatorSpec
 from Models.separator import MaxPooling2x2, build_separator
 from Datasets.windows import WindowShapes
 from Models.shapes import input_size_for_output, unet_shapes, valid_output_size
 
-TINY = dict(num_layers=2, num_frames=8, num_bins=33, base_filters=4, critic_base_filters=4,
-            critic_max_filters=8, critic_dense_units=4)
+SOURCES = ("accompaniment", "voice")
+TINY = dict(spec=SeparatorSpec("unet", 33, SOURCES, {"num_layers": 2, "base_filters": 4}), num_frames=8,
+            critic_base_filters=4, critic_max_filters=8, critic_dense_units=4)
 
 
 def test_paper_shapes_and_parameter_counts():
@@ -54,7 +55,7 @@ def test_shape_calculator_matches_the_network(num_layers):
     shapes = unet_shapes(num_layers, 40, 65)
     assert shapes.output_frames >= 40 and shapes.output_bins >= 65
     assert valid_output_size(shapes.output_frames, num_layers) == shapes.output_frames
-    separator = build_separator(num_layers, 40, 65, base_filters=2)
+    separator = build_separator(num_layers, 65, base_filters=2)
     output = separator(np.zeros((1, shapes.input_bins, shapes.input_frames, 1), np.float32))["voice"]
     assert tuple(output.shape) == (1, shapes.output_bins, shapes.output_frames, 1)
     with pytest.raises(ValueError, match="not reachable"):
@@ -63,7 +64,8 @@ def test_shape_calculator_matches_the_network(num_layers):
 
 def test_supervised_steps_reduce_the_loss_on_a_fixed_batch():
     keras.utils.set_random_seed(0)  # initial weights must not depend on the models built before
-    model = AdversarialSeparator(**dict(TINY, base_filters=8), supervised_lr=3e-3, seed=1)
+    wider = SeparatorSpec("unet", 33, SOURCES, {"num_layers": 2, "base_filters": 8})
+    model = AdversarialSeparator(**dict(TINY, spec=wider), supervised_lr=3e-3, seed=1)
     shapes, rng = model.shapes, np.random.default_rng(0)
     mixture = rng.uniform(0, 1, (4, shapes.input_bins, shapes.input_frames, 1)).astype(np.float32)
     bins, frames = shapes.input_bins_below, shapes.context_frames
@@ -133,16 +135,6 @@ def test_semi_supervised_step_updates_each_critic_num_disc_times_and_the_separat
             "gradient_penalty/accompaniment"} <= set(metrics)
     with pytest.raises(ValueError, match="num_disc \\+ 1 = 4"):
         model.semi_supervised_step(unpaired[0][0], None, unpaired[:2])
-
-
-def test_whole_song_inference_equals_window_by_window():
-    model = AdversarialSeparator(**TINY, seed=3)
-    log_mixture = np.random.default_rng(4).uniform(0, 2, (33, 101)).astype(np.float32)
-    whole = separate_log_spectrogram(model.separator, log_mixture, model.shapes, 2, window_frames=1000)
-    chunked = separate_log_spectrogram(model.separator, log_mixture, model.shapes, 2, window_frames=8)
-    for name in model.source_names:
-        assert whole[name].shape == (33, 101)
-        np.testing.assert_allclose(whole[name], chunked[name], atol=1e-5)
 
 
 def test_mixed_precision_steps_train_in_float16_with_float32_outputs():

@@ -10,27 +10,25 @@ import soundfile
 from Datasets import audio
 from Datasets.audio import AudioFileError
 from Datasets.features import SpectrogramSettings
-from Models.scoring import separate_audio
-from Models.checkpoint import TrainedSeparator
+from Models.separation import Separator
 from Models.separator import build_separator
-from Models.shapes import unet_shapes
+from Models.shapes import UnetGeometry
 from Models.streaming import separate_file, separate_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ("accompaniment", "voice")
 
 
-def tiny_trained(output_bias: float = 0.0) -> TrainedSeparator:
+def tiny_trained(output_bias: float = 0.0) -> Separator:
     """A 2-layer, 4-filter U-Net at n_fft 64. Its output kernels are made non-negative so that no
     source is silenced by a dead ReLU, whatever the random initialisation."""
     keras.utils.set_random_seed(0)
-    model = build_separator(num_layers=2, num_frames=8, num_bins=33, base_filters=4, source_names=SOURCES)
+    model = build_separator(num_layers=2, num_bins=33, base_filters=4, source_names=SOURCES)
     for name in SOURCES:
         kernel, bias = model.get_layer(name).get_weights()
         model.get_layer(name).set_weights([np.abs(kernel), np.full_like(bias, output_bias)])
-    config = {"num_layers": 2, "source_names": list(SOURCES)}
-    return TrainedSeparator(model, config, SpectrogramSettings(sample_rate=8192, n_fft=64, hop=32),
-                            unet_shapes(2, 8, 33), "untrained")
+    return Separator(model, SpectrogramSettings(sample_rate=8192, n_fft=64, hop=32), UnetGeometry(2, 33), SOURCES,
+                     "untrained")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +46,7 @@ def write_noise(path, seconds: float, rate: int, channels: int, seed: int = 0) -
 def whole_file_reference(trained, signal: np.ndarray, rate: int) -> dict[str, np.ndarray]:
     """Each channel resampled whole to the model's rate, separated whole, resampled back."""
     settings = trained.settings
-    per_channel = [separate_audio(trained.model, audio.resample(channel, rate, settings.sample_rate), settings,
-                                  trained.shapes, trained.num_layers) for channel in signal.T]
+    per_channel = [trained.waveform(audio.resample(channel, rate, settings.sample_rate)) for channel in signal.T]
     result = {}
     for name in SOURCES:
         channels = [audio.resample(estimates[name], settings.sample_rate, rate) for estimates in per_channel]
@@ -73,6 +70,24 @@ def test_streaming_equals_whole_file_separation(trained, tmp_path, rate, channel
         peak = np.abs(reference[name]).max()
         assert peak > 0
         assert np.abs(separated - reference[name]).max() < 1e-4 * peak
+
+
+def test_whole_song_windowed_and_streaming_separation_agree(trained, tmp_path):
+    """The three paths of the engine at the model's rate (no resampling): whole-song in one
+    window, whole-song in 16-frame windows, and a file streamed in 0.3 s blocks."""
+    signal = write_noise(str(tmp_path / "song.wav"), 2.5, trained.settings.sample_rate, 1)[:, 0]
+    whole = trained.waveform(signal, window_frames=10_000)
+    windowed = trained.waveform(signal, window_frames=16)
+    streamed = trained.separate_file(str(tmp_path / "song.wav"), str(tmp_path / "out"), block_seconds=0.3,
+                                     window_frames=16)
+    for name, path in zip(SOURCES, streamed):
+        peak = np.abs(whole[name]).max()
+        assert peak > 0 and whole[name].shape == signal.shape
+        assert np.abs(windowed[name] - whole[name]).max() <= 1e-5 * peak
+        assert np.abs(soundfile.read(path, dtype="float32")[0] - whole[name]).max() <= 1e-5 * peak
+    log_mixture = np.random.default_rng(4).uniform(0, 2, (33, 101)).astype(np.float32)
+    for name, estimate in trained.log_spectrogram(log_mixture, window_frames=8).items():
+        np.testing.assert_allclose(estimate, trained.log_spectrogram(log_mixture)[name], atol=1e-5)
 
 
 def test_window_size_does_not_change_the_result(trained, tmp_path):

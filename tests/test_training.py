@@ -48,7 +48,7 @@ def test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard(tiny_config,
         np.testing.assert_array_equal(trained.model.get_weights()[0], pickle.load(handle)["separator"][0])
     with pytest.raises(CheckpointError, match="No checkpoint in"):
         load_separator(str(tmp_path))
-    with pytest.raises(CheckpointError, match="not a separator checkpoint"):
+    with pytest.raises(CheckpointError, match="config.json. is not a checkpoint of this project"):
         load_separator(os.path.join(checkpoint_dir, "config.json"))
     assert {"last.pkl", "best_supervised.pkl", "best_semi_supervised.pkl", "config.json"} <= set(os.listdir(checkpoint_dir))
     assert _last_state(checkpoint_dir)["progress"]["global_step"] == 12
