@@ -71,7 +71,8 @@ def config():
     num_hop = 256  # STFT hop
 
     # ---- the adversarial method's networks, losses and schedule
-    source_names = ["accompaniment", "voice"]  # separator outputs, in the order of the track triples
+    # the sources to separate, from the stems vocals (or voice), drums, bass, other and accompaniment
+    source_names = ["accompaniment", "voice"]
     architecture = "unet"  # separator network, by its name in Models/registry.py
     architecture_options = {}  # further arguments of the architecture (the U-Net's are the next two keys)
     num_layers = 4  # U-Net depth
@@ -163,6 +164,7 @@ tracking.observers.install(ex, commands=("main",), check_config=check_before_run
 
 def check_config(config: dict) -> None:
     """Rejects settings that cannot work, before any data is touched."""
+    from Datasets.conversions import check_source_names
     from Datasets.partitions import SPLITS
     from Models.registry import architecture
     from Models.solver import PHASES
@@ -180,6 +182,7 @@ def check_config(config: dict) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Config key `{key}` must be a positive integer, got {value!r}.")
     if config["method"] == "adversarial":
+        check_source_names(config["source_names"])
         architecture(config["architecture"])  # an unknown name is refused with the registered ones
         if config["architecture"] == "unet":
             check_unet_config(config)
@@ -275,12 +278,13 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
 
     partitions = load_dataset_for(config)
     _log.info("Partitions:\n%s", partitions.summary())
+    unpaired_sources = partitions.train_unsup
     if "semi_supervised" in config["phases"] and not (
-            partitions.train_unsup.mixtures and partitions.train_unsup.accompaniments and partitions.train_unsup.voices):
-        raise ValueError("The semi-supervised phase needs unpaired mixtures, accompaniments and voices, but "
-                         f"train_unsup has {len(partitions.train_unsup.mixtures)} / "
-                         f"{len(partitions.train_unsup.accompaniments)} / {len(partitions.train_unsup.voices)}. "
-                         "Add data sets without databaseSplit tags, or set phases=['supervised'].")
+            unpaired_sources.mixtures and all(unpaired_sources.sources.values())):
+        counts = " / ".join(f"{len(samples)} {name}" for name, samples in unpaired_sources.sources.items())
+        raise ValueError(f"The semi-supervised phase needs unpaired mixtures and recordings of every source, but "
+                         f"train_unsup has {len(unpaired_sources.mixtures)} mixtures / {counts}. Add data sets "
+                         "without databaseSplit tags, or set phases=['supervised'].")
 
     tf.keras.utils.set_random_seed(seed)
     settings = SpectrogramSettings(config["expected_sr"], config["num_fft"], config["num_hop"])
@@ -294,18 +298,17 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         mixed_precision=config["mixed_precision"])
     cache = SpectrogramCache(os.path.join(config["cache_dir"], "spectrograms"), settings)
     tracks = partitions.train_sup + partitions.valid + partitions.test
-    cache.prepare([s for t in tracks for s in (t.mixture, *t.sources)] + partitions.train_unsup.mixtures
-                  + partitions.train_unsup.accompaniments + partitions.train_unsup.voices, config["num_workers"])
-    paired = PairedExcerpts([(t.mixture, *t.sources) for t in partitions.train_sup], model.shapes,
+    cache.prepare([s for t in tracks for s in (t.mixture, *t.sources.values())] + unpaired_sources.mixtures
+                  + [s for samples in unpaired_sources.sources.values() for s in samples], config["num_workers"])
+    paired = PairedExcerpts([(t.mixture, *t.sources.values()) for t in partitions.train_sup], model.shapes,
                             config["batch_size"], cache, seed)
     unpaired = None
     if "semi_supervised" in config["phases"]:
-        unpaired = UnpairedExcerpts(partitions.train_unsup.mixtures, partitions.train_unsup.accompaniments,
-                                    partitions.train_unsup.voices, model.shapes, config["batch_size"], cache,
-                                    seed + 1)
+        unpaired = UnpairedExcerpts(unpaired_sources.mixtures, unpaired_sources.sources, model.shapes,
+                                    config["batch_size"], cache, seed + 1)
 
     def songs(partition):
-        return [ValidationSong(t.name, cache.load(t.mixture), np.stack([cache.load(s) for s in t.sources]))
+        return [ValidationSong(t.name, cache.load(t.mixture), np.stack([cache.load(s) for s in t.sources.values()]))
                 for t in partition]
 
     def log_epoch(phase, epoch, metrics):
@@ -321,9 +324,10 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
         example = AudioExample(
             read(track.mixture, num_frames=10 * track.mixture.sample_rate, sample_rate=settings.sample_rate,
                  mono=True)[:num_samples],
-            np.stack([cache.load(source)[:, :frames] for source in track.sources]))
+            np.stack([cache.load(source)[:, :frames] for source in track.sources.values()]))
     separation = Separator(model.separator, settings, spec.geometry(), model.source_names)
-    solver = Solver(model, separation, separator_description(spec, settings, config), paired, unpaired, songs(partitions.valid), checkpoint_dir, tensorboard_dir,
+    solver = Solver(model, separation, separator_description(spec, settings, config), paired, unpaired,
+                    songs(partitions.valid), checkpoint_dir, tensorboard_dir,
                     config["epoch_it"], config["max_epochs"], config["patience"], config["summary_every"],
                     config["validation_window_frames"], config["semi_supervised_init"], example,
                     on_epoch_end=log_epoch)

@@ -20,8 +20,9 @@ Layout under the root folder (24-bit WAV files, whose sums are exact: a mixture 
 of its stems as read back):
 - paired/: the DSD100 layout (Mixtures/ and Sources/, Dev/ and Test/), described by
   DemoPaired.xml with Training and Test splits;
-- extra/<song>/{mix,instrumental,voice}.wav: a CCMixter-like layout without splits, described
-  by DemoExtra.xml; the last extra songs are instrumentals whose voice is silent;
+- extra/<song>/{mix,instrumental,voice,bass,drums,other}.wav: a CCMixter-like layout without
+  splits, with the band's stems as well (so that `four_stems` runs on it), described by
+  DemoExtra.xml; the last extra songs are instrumentals whose voice is silent;
 - demo_manifest.json: settings and format version, written last, so a root holding a manifest
   with the requested settings is complete and is reused as it is.
 
@@ -47,7 +48,7 @@ from Datasets.atomic import atomic_open
 from Datasets.descriptors import (DescriptorError, Database, Instrument, Track, parse_descriptor, scan_folder,
                                   write_descriptor)
 
-FORMAT_VERSION = 2  # bump whenever the synthesis or the layout changes, so cached sets regenerate
+FORMAT_VERSION = 3  # bump whenever the synthesis or the layout changes, so cached sets regenerate
 MANIFEST_NAME = "demo_manifest.json"
 PAIRED_DESCRIPTOR = "DemoPaired.xml"
 EXTRA_DESCRIPTOR = "DemoExtra.xml"
@@ -519,7 +520,9 @@ def _write_extra_song(root: str, settings: DemoSettings, number: int) -> Track:
     instrumental = stems["bass"] + stems["drums"] + stems["other"]
     files = {"Mix": ("mix.wav", instrumental + stems["vocals"]),
              "Instrumental": ("instrumental.wav", instrumental),
-             "Voice": ("voice.wav", stems["vocals"])}
+             "Voice": ("voice.wav", stems["vocals"]),
+             "Bass": ("bass.wav", stems["bass"]), "Drums": ("drums.wav", stems["drums"]),
+             "Other": ("other.wav", stems["other"])}
     instruments = []
     for name, (file_name, signal) in files.items():
         relative_path = os.path.join(folder, file_name)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 AudioSource = Union[Sample, SilentSample]
-Track = tuple[AudioSource, ...]  # (mixture, accompaniment, voice)
+Track = tuple[AudioSource, ...]  # (mixture, source, ...), sources in the configured order
 Shape = tuple[int, ...]
 
 # Bumped whenever the cached feature computation changes, so stale entries are not reused.
@@ -258,7 +258,7 @@ class ExcerptBatches(ABC):
 class PairedExcerpts(ExcerptBatches):
     """Batches (mixture, sources) of aligned windows of the same song:
     mixture (B, input_bins, input_frames, 1) and sources (B, output_bins, output_frames,
-    num_sources), sources stacked in track order (accompaniment, voice).
+    num_sources), sources stacked in track order (that of `source_names`).
 
     Each excerpt picks a track uniformly and a target window start uniformly in
     [0, max(track_frames - output_frames, 0)], track_frames being the mixture's.
@@ -295,9 +295,9 @@ class PairedExcerpts(ExcerptBatches):
 
 
 class UnpairedExcerpts(ExcerptBatches):
-    """Batches (mixture, (accompaniment, voice)) of windows drawn independently: mixture
-    windows (B, input_bins, input_frames, 1) from `mixtures` and, per source, target-size
-    windows (B, output_bins, output_frames, 1) from that source's own list.
+    """Batches (mixture, (source windows, ...)) of windows drawn independently: mixture windows
+    (B, input_bins, input_frames, 1) from `mixtures` and, per source in the order of `sources`,
+    target-size windows (B, output_bins, output_frames, 1) from that source's own list.
 
     Every excerpt's magnitudes are scaled by a gain drawn uniformly from [0.2, 1.2].
 
@@ -309,19 +309,18 @@ class UnpairedExcerpts(ExcerptBatches):
     cannot stall training.
     """
 
-    def __init__(self, mixtures: Sequence[AudioSource], accompaniments: Sequence[AudioSource],
-                 voices: Sequence[AudioSource], shapes: WindowShapes, batch_size: int,
-                 cache: SpectrogramCache, seed: int, silence_threshold: float = 1e-2,
-                 max_redraws: int = 10):
+    def __init__(self, mixtures: Sequence[AudioSource], sources: dict[str, Sequence[AudioSource]],
+                 shapes: WindowShapes, batch_size: int, cache: SpectrogramCache, seed: int,
+                 silence_threshold: float = 1e-2, max_redraws: int = 10):
         super().__init__(shapes, batch_size, cache.settings, seed)
-        source_lists = {"accompaniments": accompaniments, "voices": voices}
-        audible = {name: [source for source in sources if not source.is_silent]
-                   for name, sources in source_lists.items()}
-        for name, sources in {"mixtures": mixtures, **audible}.items():
-            if not sources:
-                note = " (SilentSamples are left out)" if name in audible else ""
-                raise ValueError(f"UnpairedExcerpts needs at least one {name[:-1]}: "
-                                 f"the '{name}' list is empty{note}")
+        audible = {name: [source for source in recordings if not source.is_silent]
+                   for name, recordings in sources.items()}
+        if not mixtures:
+            raise ValueError("UnpairedExcerpts needs at least one mixture: the list of mixtures is empty")
+        for name, recordings in audible.items():
+            if not recordings:
+                raise ValueError(f"UnpairedExcerpts needs at least one recording of '{name}': its list is empty "
+                                 "(SilentSamples are left out)")
         self._mixtures = cache.load_all(mixtures)
         self._mixture_frames = np.array([spectrogram.shape[1] for spectrogram in self._mixtures])
         self._sources = [cache.load_all(sources) for sources in audible.values()]

@@ -1,8 +1,8 @@
 """Training, validation and test partitions, and the `dataset.pkl` cache that holds them.
 
-Partitions:
-    train_sup    paired tracks (mixture, accompaniment, voice) for the supervised loss
-    train_unsup  three independent lists (mixtures, accompaniments, voices), never paired
+Partitions (the sources are those `source_names` names, see Datasets/conversions.py):
+    train_sup    paired tracks (mixture and its sources) for the supervised loss
+    train_unsup  independent lists, never paired: mixtures, and one list per source
     valid, test  paired tracks
 
 Splits ("split" in the config):
@@ -12,9 +12,9 @@ Splits ("split" in the config):
     by_tag  databaseSplit decides: Training, Validation, Test; untagged tracks are unpaired.
 
 A user-written loader can replace all of this (`dataset_loader="my_module:my_function"`): it is
-called without arguments and returns a `Partitions`, or the original project's dict
-{"train_sup": [(mix, acc, voice), ...], "train_unsup": [mixes, accs, voices],
- "train_valid": [...], "train_test": [...]} of `Sample.Sample` objects.
+called without arguments and returns a `Partitions`, or (for source_names ["accompaniment",
+"voice"]) the original project's dict {"train_sup": [(mix, acc, voice), ...], "train_unsup":
+[mixes, accs, voices], "train_valid": [...], "train_test": [...]} of `Sample.Sample` objects.
 """
 from __future__ import annotations
 
@@ -24,19 +24,20 @@ import logging
 import os
 import pickle
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from Datasets.atomic import atomic_open
-from Datasets.conversions import SeparationTrack, TrackAudioError, convert_track
+from Datasets.conversions import SeparationTrack, TrackAudioError, check_format, convert_track
 from Datasets.descriptors import Database, Track, parse_descriptor
 from Sample import Sample
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("paper", "by_tag")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: tracks hold {source name: audio}
 
 
 class DatasetConfigError(ValueError):
@@ -45,16 +46,18 @@ class DatasetConfigError(ValueError):
 
 @dataclass
 class UnpairedSources:
+    """Unpaired training audio: mixtures, and per source its own list of solo recordings."""
+
     mixtures: list[Sample] = field(default_factory=list)
-    accompaniments: list[Sample] = field(default_factory=list)
-    voices: list[Sample] = field(default_factory=list)
+    sources: dict[str, list[Sample]] = field(default_factory=dict)
 
     def add(self, track: SeparationTrack) -> None:
         # Silent sources are left out: a critic must never learn that silence is a real voice.
-        for samples, sample in ((self.mixtures, track.mixture), (self.accompaniments, track.accompaniment),
-                                (self.voices, track.voice)):
+        self.mixtures.append(track.mixture)
+        for name, sample in track.sources.items():
+            self.sources.setdefault(name, [])
             if not sample.is_silent:
-                samples.append(sample)
+                self.sources[name].append(sample)
 
     def __len__(self) -> int:
         return len(self.mixtures)
@@ -74,10 +77,10 @@ class Partitions:
             return f"{len(tracks):4d} tracks, {hours:6.2f} h ({per_database or 'none'})"
 
         unpaired = self.train_unsup
+        solo = ", ".join(f"{len(samples)} {name}" for name, samples in unpaired.sources.items())
         return "\n".join([
             f"train_sup    {describe(self.train_sup)}",
-            f"train_unsup  {len(unpaired.mixtures):4d} mixtures, {len(unpaired.accompaniments)} accompaniments, "
-            f"{len(unpaired.voices)} voices",
+            f"train_unsup  {len(unpaired.mixtures):4d} mixtures{', ' + solo if solo else ''}",
             f"valid        {describe(self.valid)}",
             f"test         {describe(self.test)}"])
 
@@ -123,13 +126,16 @@ def resolve_root(database: Database, dataset_root: str | None, dataset_roots: di
 
 
 def build_partitions(databases: list[Database], split: str, derived_dir: str,
-                     skip_missing_files: bool = False) -> Partitions:
+                     skip_missing_files: bool = False,
+                     source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
     """Converts every assigned track, writing derived audio to `derived_dir`."""
-    partitions = Partitions([], UnpairedSources(), [], [])
+    for database in databases:
+        check_format(database, source_names)
+    partitions = Partitions([], UnpairedSources(sources={name: [] for name in source_names}), [], [])
     for name, entries in split_tracks(databases, split).items():
         for database, track in entries:
             try:
-                separation_track = convert_track(database, track, derived_dir)
+                separation_track = convert_track(database, track, derived_dir, source_names)
             except TrackAudioError as error:
                 if not skip_missing_files:
                     raise type(error)(f"{error} Fix the descriptor, the root folder or the file, or set "
@@ -148,8 +154,9 @@ def _file_digest(path: str) -> str:
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-def _cache_key(descriptor_paths: list[str], dataset_root, dataset_roots, split, skip_missing_files) -> dict:
-    return {"version": _CACHE_VERSION,
+def _cache_key(descriptor_paths: list[str], dataset_root, dataset_roots, split, skip_missing_files,
+               source_names) -> dict:
+    return {"version": _CACHE_VERSION, "source_names": list(source_names),
             "descriptors": {os.path.abspath(path): _file_digest(path) for path in descriptor_paths},
             "dataset_root": dataset_root and os.path.abspath(dataset_root),
             "dataset_roots": {name: os.path.abspath(root) for name, root in sorted(dataset_roots.items())},
@@ -166,9 +173,10 @@ def _stale_reason(stored: dict, current: dict) -> str | None:
 
 def _all_samples(partitions: Partitions):
     for track in partitions.train_sup + partitions.valid + partitions.test:
-        yield from (track.mixture, track.accompaniment, track.voice)
-    unpaired = partitions.train_unsup
-    yield from unpaired.mixtures + unpaired.accompaniments + unpaired.voices
+        yield from (track.mixture, *track.sources.values())
+    yield from partitions.train_unsup.mixtures
+    for samples in partitions.train_unsup.sources.values():
+        yield from samples
 
 
 def _read_cache(cache_file: str, key: dict) -> tuple[Partitions | None, str]:
@@ -196,7 +204,8 @@ def _write_cache(cache_file: str, key: dict, partitions: Partitions) -> None:
 
 def load_partitions(descriptor_paths: list[str], cache_dir: str, dataset_root: str | None = None,
                     dataset_roots: dict[str, str] | None = None, split: str = "paper",
-                    skip_missing_files: bool = False) -> Partitions:
+                    skip_missing_files: bool = False,
+                    source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
     """Partitions from `<cache_dir>/dataset.pkl` when it matches the descriptors' content and the
     settings; otherwise builds them (writing derived audio to `<cache_dir>/derived`) and caches."""
     dataset_roots = dict(dataset_roots or {})
@@ -204,23 +213,24 @@ def load_partitions(descriptor_paths: list[str], cache_dir: str, dataset_root: s
         if not os.path.isfile(path):
             raise DatasetConfigError(f"Descriptor file '{path}' (config key `descriptors`) does not exist.")
     cache_file = os.path.join(cache_dir, "dataset.pkl")
-    key = _cache_key(descriptor_paths, dataset_root, dataset_roots, split, skip_missing_files)
+    key = _cache_key(descriptor_paths, dataset_root, dataset_roots, split, skip_missing_files, source_names)
     partitions, reason = _read_cache(cache_file, key)
     if partitions is not None:
         return partitions
     log.info("Building %s: %s", cache_file, reason)
     databases = [resolve_root(parse_descriptor(path), dataset_root, dataset_roots) for path in descriptor_paths]
-    partitions = build_partitions(databases, split, os.path.join(cache_dir, "derived"), skip_missing_files)
+    partitions = build_partitions(databases, split, os.path.join(cache_dir, "derived"), skip_missing_files,
+                                  source_names)
     _write_cache(cache_file, key, partitions)
     return partitions
 
 
 def _as_track(triple, index: int, partition: str) -> SeparationTrack:
     mixture, accompaniment, voice = triple
-    return SeparationTrack(f"{partition}[{index}]", "custom", mixture, accompaniment, voice)
+    return SeparationTrack(f"{partition}[{index}]", "custom", mixture, {"accompaniment": accompaniment, "voice": voice})
 
 
-def load_custom_partitions(loader: str) -> Partitions:
+def load_custom_partitions(loader: str, source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
     """Calls a user loader given as "module:function" (see the module docstring)."""
     module_name, _, function_name = loader.partition(":")
     try:
@@ -231,9 +241,15 @@ def load_custom_partitions(loader: str) -> Partitions:
     result = function()
     if isinstance(result, Partitions):
         return result
+    if list(source_names) != ["accompaniment", "voice"]:
+        raise DatasetConfigError(f"dataset_loader '{loader}' returned the original project's dict of (mixture, "
+                                 f"accompaniment, voice) triples, but source_names is {list(source_names)}: return "
+                                 "a Datasets.partitions.Partitions instead.")
     try:
-        unpaired = UnpairedSources(*[[sample for sample in samples if not sample.is_silent]
-                                     for samples in result["train_unsup"]])
+        mixtures, accompaniments, voices = result["train_unsup"]
+        unpaired = UnpairedSources([sample for sample in mixtures if not sample.is_silent],
+                                   {"accompaniment": [sample for sample in accompaniments if not sample.is_silent],
+                                    "voice": [sample for sample in voices if not sample.is_silent]})
         return Partitions(
             train_sup=[_as_track(triple, i, "train_sup") for i, triple in enumerate(result["train_sup"])],
             train_unsup=unpaired,

@@ -102,8 +102,11 @@ def evaluate_tracks(separator: Separator, tracks, window_frames: int = WHOLE_SON
                                                                                  window=settings.sample_rate)
     results, jobs, scored_per_track = [], [], []
     for track in tracks:
+        if set(track.sources) != set(source_names):
+            raise ValueError(f"'{separator.path}' separates {list(source_names)}, but track '{track.name}' of the "
+                             f"evaluation data has the sources {list(track.sources)}.")
         signals = [audio.read(sample, sample_rate=settings.sample_rate, mono=True)
-                   for sample in (track.mixture, *track.sources)]
+                   for sample in (track.mixture, *(track.sources[name] for name in source_names))]
         length = min(len(signal) for signal in signals)
         if any(len(signal) != length for signal in signals):
             log.warning("Track '%s': mixture and references differ in length (%s samples); scoring the first %d",

@@ -101,7 +101,8 @@ def main() -> None:
         batches = iter(as_tf_dataset(excerpts))
         tf_rate = examples_per_second(lambda: next(batches), BATCH_SIZE)
         mixtures, accompaniments, voices = zip(*tracks)
-        unpaired = UnpairedExcerpts(mixtures, accompaniments, voices, shapes, BATCH_SIZE, cache, seed=0)
+        unpaired = UnpairedExcerpts(mixtures, {"accompaniment": accompaniments, "voice": voices}, shapes, BATCH_SIZE,
+                                    cache, seed=0)
         unpaired_rate = examples_per_second(unpaired.next_batch, BATCH_SIZE)
 
     print(f"shapes {shapes}, batch {BATCH_SIZE}, {NUM_TRACKS} tracks of {SONG_SECONDS:.0f} s")

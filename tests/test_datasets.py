@@ -94,10 +94,10 @@ def test_dsd100_partitions_and_derived_accompaniment(dsd_folder, tmp_path):
     partitions = load_partitions([_descriptor(dsd_folder, tmp_path)], str(cache), split="paper")
     assert (len(partitions.train_sup), len(partitions.valid), len(partitions.test)) == (4, 2, 2)
     track = partitions.train_sup[0]
-    assert track.accompaniment.path.startswith(str(cache))
+    assert track.sources["accompaniment"].path.startswith(str(cache))
     assert sorted(p for p in dsd_folder.rglob("*")) == before  # nothing written beside the user's data
-    mixture, vocals = audio.read(track.mixture), audio.read(track.voice)
-    np.testing.assert_allclose(audio.read(track.accompaniment), mixture - vocals, atol=1e-6)
+    mixture, vocals = audio.read(track.mixture), audio.read(track.sources["voice"])
+    np.testing.assert_allclose(audio.read(track.sources["accompaniment"]), mixture - vocals, atol=1e-6)
 
 
 def test_warm_cache_and_rebuild_reasons(dsd_folder, tmp_path, caplog):
@@ -159,7 +159,8 @@ def test_medleydb_sums_each_stem_once_and_handles_mixed_formats(tmp_path):
                                           ("Bass", 60, 22050, 1), ("Other", 900, 44100, 2)])
     database = Database("MedleyDB", str(root), (sung,))
     track = convert_track(database, sung, str(tmp_path / "derived"))
-    voice, accompaniment, mixture = (audio.read(s, mono=True) for s in (track.voice, track.accompaniment,
+    voice, accompaniment, mixture = (audio.read(s, mono=True) for s in (track.sources["voice"],
+                                                                        track.sources["accompaniment"],
                                                                         track.mixture))
     stems = [audio.read(audio.info(root / i.relative_path), sample_rate=44100, mono=True)
              for i in sung.instruments]
@@ -178,8 +179,9 @@ def test_medleydb_instrumental_track_has_silent_voice_left_out_of_unpaired(tmp_p
     write_descriptor(Database("MedleyDB", str(root), tracks), path)
     partitions = load_partitions([str(path)], str(tmp_path / "cache"))
     # Thirds in descriptor order: Song0 (instrumental) unpaired, Song1 (sung) valid, Song2 test.
-    assert isinstance(partitions.test[0].voice, SilentSample) and not partitions.valid[0].voice.is_silent
-    assert len(partitions.train_unsup.mixtures) == 1 and partitions.train_unsup.voices == []
+    assert isinstance(partitions.test[0].sources["voice"], SilentSample)
+    assert not partitions.valid[0].sources["voice"].is_silent
+    assert len(partitions.train_unsup.mixtures) == 1 and partitions.train_unsup.sources["voice"] == []
 
 
 def test_ikala_channels(tmp_path):
@@ -189,8 +191,8 @@ def test_ikala_channels(tmp_path):
     soundfile.write(root / "Wavfile" / "10161_chorus.wav", stereo, 44100, subtype="FLOAT")
     database = scan_folder(str(root), "iKala")
     track = convert_track(database, database.tracks[0], str(tmp_path / "derived"))
-    np.testing.assert_allclose(audio.read(track.accompaniment)[:, 0], 0.1, atol=1e-6)
-    np.testing.assert_allclose(audio.read(track.voice)[:, 0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(audio.read(track.sources["accompaniment"])[:, 0], 0.1, atol=1e-6)
+    np.testing.assert_allclose(audio.read(track.sources["voice"])[:, 0], 0.3, atol=1e-6)
     np.testing.assert_allclose(audio.read(track.mixture)[:, 0], 0.4, atol=1e-6)
 
 
@@ -207,7 +209,7 @@ def test_custom_loader_hook(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     partitions = load_custom_partitions("my_loader:load")
     assert isinstance(partitions, Partitions) and len(partitions.train_sup) == 1 and partitions.test == []
-    assert len(partitions.train_unsup.voices) == 1
+    assert len(partitions.train_unsup.sources["voice"]) == 1
     with pytest.raises(DatasetConfigError, match="nothere"):
         load_custom_partitions("nothere:load")
 
@@ -248,3 +250,81 @@ def test_streamed_wav_without_sizes_is_not_damaged(tmp_path):
     (tmp_path / "streamed.wav").write_bytes(bytes(data))
     assert audio.info(tmp_path / "streamed.wav").num_frames == len(signal)
     np.testing.assert_array_equal(audio.read(tmp_path / "streamed.wav"), signal)
+
+
+@pytest.mark.parametrize("layout", ["DSD100", "MUSDB18HQ"])
+def test_four_stem_conversions_of_dsd100_and_musdb18hq_layouts(tmp_path, layout):
+    root = tmp_path / layout
+    stems = {"vocals": 600.0, "bass": 80.0, "drums": 200.0, "other": 1000.0}
+    folders = ({"Dev": "001 - A - Song"} if layout == "DSD100" else {"train": "A - Song"})
+    for split, folder in folders.items():
+        if layout == "DSD100":
+            source_folder, mixture_folder = root / "Sources" / split / folder, root / "Mixtures" / split / folder
+        else:
+            source_folder = mixture_folder = root / split / folder
+        signals = {stem: write_tone(str(source_folder / f"{stem}.wav"), frequency, amplitude=0.1)
+                   for stem, frequency in stems.items()}
+        os.makedirs(mixture_folder, exist_ok=True)
+        soundfile.write(str(mixture_folder / "mixture.wav"), sum(signals.values()), 16000, subtype="FLOAT")
+    database = scan_folder(str(root), layout)
+    names = ["vocals", "drums", "bass", "other"]
+    track = convert_track(database, database.tracks[0], str(tmp_path / "derived"), names)
+    assert list(track.sources) == names
+    for name in names:
+        np.testing.assert_allclose(audio.read(track.sources[name]), signals[name], atol=1e-6)
+    # the accompaniment is the mixture minus the other named sources, whatever they are
+    track = convert_track(database, database.tracks[0], str(tmp_path / "derived"), ["drums", "accompaniment"])
+    np.testing.assert_allclose(audio.read(track.sources["accompaniment"]),
+                               signals["vocals"] + signals["bass"] + signals["other"], atol=1e-6)
+
+
+def test_four_stems_of_the_demo_data(tiny_demo, tmp_path):
+    partitions = load_partitions(tiny_demo, str(tmp_path / "cache"), source_names=["vocals", "drums", "bass", "other"])
+    for track in partitions.train_sup + partitions.valid + partitions.test:
+        assert list(track.sources) == ["vocals", "drums", "bass", "other"]
+        mixture = audio.read(track.mixture)
+        np.testing.assert_allclose(sum(audio.read(source) for source in track.sources.values()), mixture, atol=1e-5)
+    assert set(partitions.train_unsup.sources) == {"vocals", "drums", "bass", "other"}
+    assert all(partitions.train_unsup.sources.values())
+
+
+@pytest.mark.parametrize("names, message", [
+    ([], "`source_names` is empty"),
+    (["voice", "vocals"], r"names one stem twice: \['vocals', 'voice'\]"),
+    (["vocals", "piano"], r"\['piano'\] name no stem"),
+])
+def test_bad_source_names(names, message):
+    from Datasets.conversions import check_source_names
+
+    with pytest.raises(ValueError, match=message):
+        check_source_names(names)
+
+
+def test_a_data_set_that_cannot_supply_a_source_names_its_stems(tmp_path):
+    xml = os.path.join(REPO, "dataset_xml", "CCMixter.xml")
+    root = tmp_path / "CCMixter"
+    root.mkdir()
+    with pytest.raises(ValueError, match=r"Data set CCMixter \(CCMixter format, .*CCMixter.xml\) cannot supply the "
+                                         r"source\(s\) \['drums'\].*stems \['vocals', 'accompaniment'\]"):
+        load_partitions([xml], str(tmp_path / "cache"), dataset_root=str(tmp_path), source_names=["vocals", "drums"])
+
+
+def test_a_track_missing_a_stem_is_named_or_skipped(dsd_folder, tmp_path, caplog):
+    from Datasets.conversions import MissingStemError
+
+    descriptor = _descriptor(dsd_folder, tmp_path)
+    database = parse_descriptor(descriptor)
+    lacking = database.tracks[1]
+    stripped = lacking.__class__(**{**lacking.__dict__, "instruments": tuple(
+        instrument for instrument in lacking.instruments if instrument.name != "Drums")})
+    edited = tmp_path / "edited.xml"
+    write_descriptor(Database(database.name, database.root, (database.tracks[0], stripped, *database.tracks[2:]),
+                              database.format), edited)
+    names = ["vocals", "drums", "bass", "other"]
+    with pytest.raises(MissingStemError, match=f"Track '{lacking.name}' of MyDSD has no 'Drums' instrument, which "
+                                               "the source 'drums' needs.*skip_missing_files"):
+        load_partitions([str(edited)], str(tmp_path / "cache"), source_names=names)
+    with caplog.at_level(logging.WARNING):
+        partitions = load_partitions([str(edited)], str(tmp_path / "cache"), source_names=names,
+                                     skip_missing_files=True)
+    assert len(partitions.train_sup) == 3 and "no 'Drums' instrument" in caplog.text

@@ -43,7 +43,7 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
         return _audio_files(tmp_path / folder)
 
     first, again, other = generated_files("a", 3), generated_files("b", 3), generated_files("c", 4)
-    assert len(first) == 5 + 3 and first == again
+    assert len(first) == 5 + 6 and first == again
     assert first.keys() == other.keys()
     assert all(first[path] != other[path] for path in first)
 
@@ -56,7 +56,8 @@ def test_layouts_splits_and_formats(demo_set):
     assert {instrument.name for instrument in paired.tracks[0].instruments} == {"Mix", "Voice", "Bass", "Drums",
                                                                               "Other"}
     assert len(extra.tracks) == 3 and all(track.split is None for track in extra.tracks)
-    assert [instrument.name for instrument in extra.tracks[0].instruments] == ["Mix", "Instrumental", "Voice"]
+    assert [instrument.name for instrument in extra.tracks[0].instruments] == ["Mix", "Instrumental", "Voice", "Bass",
+                                                                              "Drums", "Other"]
     for database in demo_set:
         for track in database.tracks:
             for instrument in track.instruments:
@@ -75,6 +76,8 @@ def test_mixtures_are_the_sums_of_their_stems_and_stay_in_range(demo_set):
     for track in extra.tracks:
         np.testing.assert_allclose(_read(extra, track, "Mix"),
                                    _read(extra, track, "Instrumental") + _read(extra, track, "Voice"), atol=1e-6)
+        np.testing.assert_allclose(_read(extra, track, "Instrumental"),
+                                   sum(_read(extra, track, name) for name in ("Bass", "Drums", "Other")), atol=1e-6)
 
 
 def test_last_extra_song_is_an_instrumental(demo_set):

@@ -147,7 +147,8 @@ def _track(tmp_path, signals: dict[str, np.ndarray], name="song"):
     for role, signal in signals.items():
         soundfile.write(tmp_path / f"{name}_{role}.wav", signal, 8192, subtype="FLOAT")
         samples[role] = audio.info(tmp_path / f"{name}_{role}.wav")
-    return SeparationTrack(name, "test", samples["mixture"], samples["accompaniment"], samples["voice"])
+    return SeparationTrack(name, "test", samples["mixture"],
+                           {"accompaniment": samples["accompaniment"], "voice": samples["voice"]})
 
 
 def _tiny_separator(silent_voice: bool = False):
@@ -260,3 +261,41 @@ def test_output_dir_under_a_file_names_the_file(tmp_path, tiny_config):
     with pytest.raises(NotADirectoryError, match="`model_base_dir`.*notes.txt' is a file"):
         training.run(config_updates=dict(tiny_config, model_base_dir=str(tmp_path / "notes.txt" / "checkpoints")))
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "runs").exists()
+
+
+class _NamedEstimates:
+    """Stands in for a separator: each source's estimate is its own reference plus a little
+    noise, handed out by name (as the engine's dict of outputs is)."""
+
+    def __init__(self, references: dict[str, np.ndarray], source_names):
+        self.references, self.source_names, self.path = references, tuple(source_names), "by-name"
+        from Datasets.features import SpectrogramSettings
+
+        self.settings = SpectrogramSettings(8192, 64, 32)
+
+    def waveform(self, mixture, window_frames=None):
+        noise = np.random.default_rng(0).normal(0, 1e-3, len(mixture))
+        return {name: self.references[name][:len(mixture)] + noise for name in self.source_names}
+
+
+def test_outputs_are_matched_to_references_by_name_not_position(tmp_path):
+    from Models.scoring import evaluate_tracks
+
+    rng = np.random.default_rng(5)
+    accompaniment, voice = rng.uniform(-0.2, 0.2, (2, 8192 * 2))
+    track = _track(tmp_path, {"mixture": accompaniment + voice, "accompaniment": accompaniment, "voice": voice})
+    for order in (("accompaniment", "voice"), ("voice", "accompaniment")):
+        separator = _NamedEstimates({"accompaniment": accompaniment, "voice": voice}, order)
+        [result] = evaluate_tracks(separator, [track])
+        assert result["accompaniment"]["SDR"] > 30 and result["voice"]["SDR"] > 30
+
+
+def test_a_separator_of_other_sources_than_the_data_names_both_lists(tmp_path):
+    from Models.scoring import evaluate_tracks
+
+    signal = np.random.default_rng(6).uniform(-0.2, 0.2, 8192)
+    track = _track(tmp_path, {"mixture": signal, "accompaniment": signal, "voice": signal})
+    separator = _NamedEstimates({}, ("vocals", "drums", "bass", "other"))
+    with pytest.raises(ValueError, match=r"separates \['vocals', 'drums', 'bass', 'other'\], but track 'song' of the "
+                                         r"evaluation data has the sources \['accompaniment', 'voice'\]"):
+        evaluate_tracks(separator, [track])

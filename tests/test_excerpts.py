@@ -152,8 +152,9 @@ def test_state_of_an_already_prefetched_batch_is_recoverable(tmp_path, cache):
 
 
 def unpaired(tracks, cache, seed: int = 0, batch_size: int = 32, **options) -> UnpairedExcerpts:
-    return UnpairedExcerpts([track[0] for track in tracks], [track[1] for track in tracks],
-                            [track[2] for track in tracks], SHAPES, batch_size, cache, seed, **options)
+    return UnpairedExcerpts([track[0] for track in tracks], {"accompaniment": [track[1] for track in tracks],
+                                                             "voice": [track[2] for track in tracks]},
+                            SHAPES, batch_size, cache, seed, **options)
 
 
 def test_unpaired_batches_are_deterministic_and_resume_exactly(tmp_path, cache):
@@ -204,17 +205,17 @@ def test_unpaired_source_lists_leave_out_silent_samples_and_silent_passages(tmp_
     voices = [silent_voice, track[2]]
 
     def loudest_voice_bins(max_redraws: int) -> np.ndarray:
-        stream = UnpairedExcerpts([track[0]], [track[1]], voices, SHAPES, 32, cache, seed=0,
-                                  max_redraws=max_redraws)
+        stream = UnpairedExcerpts([track[0]], {"accompaniment": [track[1]], "voice": voices}, SHAPES, 32, cache,
+                                  seed=0, max_redraws=max_redraws)
         return np.concatenate([stream.next_batch()[1][1].max(axis=(1, 2, 3)) for _ in range(2)])
 
     assert (loudest_voice_bins(max_redraws=0) == 0).any()
     assert (loudest_voice_bins(max_redraws=100) >= np.log1p(1e-2)).all()
 
-    with pytest.raises(ValueError, match="voices"):
-        UnpairedExcerpts([track[0]], [track[1]], [silent_voice], SHAPES, 4, cache, seed=0)
-    with pytest.raises(ValueError, match="mixtures"):
-        UnpairedExcerpts([], [track[1]], [track[2]], SHAPES, 4, cache, seed=0)
+    with pytest.raises(ValueError, match="recording of 'voice'"):
+        UnpairedExcerpts([track[0]], {"accompaniment": [track[1]], "voice": [silent_voice]}, SHAPES, 4, cache, seed=0)
+    with pytest.raises(ValueError, match="mixture"):
+        UnpairedExcerpts([], {"accompaniment": [track[1]], "voice": [track[2]]}, SHAPES, 4, cache, seed=0)
 
 
 def test_silent_sample_spectrogram_matches_a_real_file_of_that_length(tmp_path):

@@ -221,3 +221,15 @@ def test_ctrl_c_prints_the_resume_command_without_a_traceback(tiny_config, tmp_p
     command = shlex.split(last_line.split("Continue with: ")[1])
     assert command[1:] == [*arguments, f"resume={run_folder}"]
     assert _last_state(run_folder)["step_in_epoch"] > 0
+
+
+def test_four_stems_train_one_critic_per_stem_and_score_every_stem(tiny_config):
+    stems = ["vocals", "drums", "bass", "other"]
+    run = ex.run(named_configs=["four_stems"], config_updates=dict(tiny_config, max_epochs=1))
+    assert run.config["source_names"] == stems
+    for phase in ("supervised", "semi_supervised"):
+        result = run.result[phase]
+        assert all(np.isfinite(result[f"{name}_median_SDR"]) and result[f"{name}_count_SDR"] >= 1 for name in stems)
+    state = _last_state(run.info["checkpoint_dir"])
+    assert list(state["critics"]) == stems and state["separator_spec"]["source_names"] == stems
+    assert load_separator(run.info["checkpoint_dir"]).source_names == tuple(stems)

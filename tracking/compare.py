@@ -3,7 +3,7 @@
     python Evaluate.py compare with runs=runs
 
 One row per run, with the config keys that differ between runs and the test SDR medians of
-each phase, each with the number of songs (or events) behind it; best voice first.
+each phase, each with the number of songs (or events) behind it; best voice (or vocals) first.
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def comparison_table(runs_dir: str) -> tuple[list[str], list[list[str]]]:
                  len({json.dumps(run["config"].get(key), sort_keys=True) for run in runs}) > 1]
     scores = [_medians(run["result"]) for run in runs]
     columns = sorted({column for score in scores for column in score})
-    # Rank by the voice of the last phase, the paper's headline figure.
-    ranking = next((column for column in ("semi_supervised voice", "supervised voice") if column in columns),
+    # Rank by the singing of the last phase, the paper's headline figure.
+    ranking = next((column for column in (f"{phase} {source}" for phase in ("semi_supervised", "supervised")
+                                          for source in ("voice", "vocals")) if column in columns),
                    columns[0] if columns else None)
 
     def sort_key(index):

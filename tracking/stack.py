@@ -50,7 +50,8 @@ OMNIBOARD_METRIC_COLUMNS = (
 )
 OMNIBOARD_CUSTOM_COLUMNS = tuple(
     {"name": f"{phase}_{source}_{column}", "config_path": f"result.{phase}.{source}_{key}"}
-    for phase in ("supervised", "semi_supervised") for source in ("voice", "accompaniment")
+    for phase in ("supervised", "semi_supervised")
+    for source in ("voice", "accompaniment", "vocals", "drums", "bass", "other")  # the paper's and four_stems
     for column, key in (("SDR", "median_SDR"), ("songs", "count_SDR"), ("failed", "failed")))
 
 
