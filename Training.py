@@ -335,7 +335,7 @@ def train_adversarial(config, _run, _log, seed, run_name, checkpoint_dir):
                       "tensorboard_dir": os.path.abspath(tensorboard_dir)})
     if config["resume"]:
         solver.restore(solver.checkpoint_path("last"))
-        _log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.phase, solver.progress.epoch)
+        _log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.stage, solver.progress.epoch)
 
     from Models.scoring import evaluate_tracks, median_text, summarise
     from Models.checkpoint import load_separator
@@ -449,7 +449,7 @@ def train_weak_label(config, _run, _log, seed, run_name, checkpoint_dir):
             "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
             "mask_exponent": config["mask_exponent"]}
 
-    def log_epoch(epoch, metrics):
+    def log_epoch(stage, epoch, metrics):
         for name, value in metrics.items():
             _run.log_scalar(f"valid.{name}", float(value), epoch)
 
@@ -462,7 +462,7 @@ def train_weak_label(config, _run, _log, seed, run_name, checkpoint_dir):
     if config["resume"]:
         solver.restore(solver.checkpoint_path("last"))
         _log.info("Resuming %s at epoch %d", checkpoint_dir, solver.progress.epoch)
-    solver.train()
+    solver.train(("train",))
 
     best = solver.checkpoint_path("best")
     separator = load_event_separator(best)
@@ -507,7 +507,7 @@ def resume_command(argv: list[str], run_folder: str) -> str:
 if __name__ == "__main__":
     try:
         ex.run_commandline()
-    except KeyboardInterrupt as interruption:  # Models.solver.TrainingInterrupted names its checkpoint
+    except KeyboardInterrupt as interruption:  # Models.training_loop.TrainingInterrupted names its checkpoint
         checkpoint = getattr(interruption, "checkpoint", None)
         print(f"\nInterrupted; saved {checkpoint}. Continue with: "
               f"{resume_command(sys.argv, os.path.dirname(checkpoint))}" if checkpoint else

@@ -1,4 +1,5 @@
-"""Training loop of the weak-label joint separation-classification model (Kong et al. 2018).
+"""Training of the weak-label joint separation-classification model (Kong et al. 2018) on the
+shared loop (Models/training_loop.py).
 
 The model (Models/weak_label_model.py) maps standardised log-mel frames to one mask per class
 and pools each mask into a clip probability; binary cross-entropy on the clip labels trains
@@ -12,21 +13,15 @@ architecture, the class names, the feature settings and the standardisation stat
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
-import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from Datasets.atomic import atomic_open
-from Models.solver import check_finite, epoch_progress, write_scalars
+from Models.training_loop import TrainingLoop, Validation, write_scalars
 from Models.tagging import equal_error_thresholds, tagging_metrics
 from Models.weak_label_model import WeakLabelPredictor, split_outputs
-
-log = logging.getLogger(__name__)
 
 SELECTION_METRICS = {"loss": -1.0, "weighted_auc": 1.0}  # metric -> sign of "better"
 
@@ -74,23 +69,14 @@ class JointModel:
 
 
 @dataclass
-class Progress:
-    epoch: int = 0
-    global_step: int = 0
-    best_score: float = -math.inf  # selection metric times its sign: higher is better
-    best_epoch: int = -1
-    epochs_without_improvement: int = 0
-    step_in_epoch: int = 0
-    finished: bool = False
-
-
-@dataclass
 class LabelledFeatures:
     features: np.ndarray  # (clips, frames, mels), standardised
     labels: np.ndarray  # (clips, classes)
 
 
-class WeakLabelSolver:
+class WeakLabelSolver(TrainingLoop):
+    """The shared loop (Models/training_loop.py) with one stage, "train"; its best model is `best`."""
+
     def __init__(self, joint: JointModel, train: LabelledFeatures, valid: LabelledFeatures, classes: list[str],
                  checkpoint_dir: str, log_dir: str, model_spec: dict, data: dict, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, selection_metric: str = "loss", summary_every: int = 10,
@@ -98,37 +84,31 @@ class WeakLabelSolver:
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(f"Config key `selection_metric` must be one of {sorted(SELECTION_METRICS)}, "
                              f"got {selection_metric!r}.")
+        super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end)
         self.joint, self.train_set, self.valid_set, self.classes = joint, train, valid, list(classes)
-        self.checkpoint_dir, self.model_spec, self.data = checkpoint_dir, model_spec, data
-        self.batch_size, self.max_epochs, self.patience = batch_size, max_epochs, patience
-        self.selection_metric, self.summary_every = selection_metric, summary_every
-        self.on_epoch_end = on_epoch_end or (lambda epoch, metrics: None)
-        self.writer = tf.summary.create_file_writer(log_dir)
-        self.progress = Progress()
+        self.model_spec, self.data = model_spec, data
+        self.batch_size, self.selection_metric = batch_size, selection_metric
         # per-class detection thresholds at the validation equal-error point of the model saved
         self.detection_thresholds = np.full(len(self.classes), 0.5, np.float32)
         self.shuffle = np.random.default_rng(seed)
         self.epoch_shuffle_state = self.shuffle.bit_generator.state
+        self.order = np.arange(len(train.labels))
+        self._validation_masks = self._validation_probabilities = None
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_set.labels) / self.batch_size)
 
-    # ---- checkpoints -------------------------------------------------------------------
-    def checkpoint_path(self, name: str) -> str:
-        return os.path.join(self.checkpoint_dir, f"{name}.pkl")
+    def best_name(self, stage: str) -> str:
+        return "best"
 
-    def save(self, name: str = "last") -> str:
+    # ---- state -------------------------------------------------------------------------
+    def model_state(self) -> dict:
         """Everything to resume, and (in every checkpoint, best ones too) everything to separate."""
-        state = {"method": "weak_label", "model_spec": self.model_spec, "classes": self.classes, **self.data,
-                 "weights": self.joint.model.get_weights(), "dropout_states": self._dropout_states(),
-                 "optimizer": [variable.numpy() for variable in self.joint.optimizer.variables],
-                 "progress": asdict(self.progress), "epoch_shuffle_state": self.epoch_shuffle_state,
-                 "detection_thresholds": self.detection_thresholds}
-        path = self.checkpoint_path(name)
-        with atomic_open(path) as output:
-            pickle.dump(state, output, protocol=pickle.HIGHEST_PROTOCOL)
-        return path
+        return {"method": "weak_label", "model_spec": self.model_spec, "classes": self.classes, **self.data,
+                "weights": self.joint.model.get_weights(), "dropout_states": self._dropout_states(),
+                "optimizer": [variable.numpy() for variable in self.joint.optimizer.variables],
+                "epoch_shuffle_state": self.epoch_shuffle_state, "detection_thresholds": self.detection_thresholds}
 
     def _dropout_state_variables(self) -> list:
         """Dropout's random generators: not weights, but a resumed run must draw the same masks."""
@@ -137,17 +117,39 @@ class WeakLabelSolver:
     def _dropout_states(self) -> list[np.ndarray]:
         return [variable.numpy() for variable in self._dropout_state_variables()]
 
-    def restore(self, path: str) -> None:
-        with open(path, "rb") as handle:
-            state = pickle.load(handle)
+    def load_model_state(self, state: dict) -> None:
         self.joint.model.set_weights(state["weights"])
         for variable, value in zip(self._dropout_state_variables(), state["dropout_states"]):
             variable.assign(value)
         for variable, value in zip(self.joint.optimizer.variables, state["optimizer"]):
             variable.assign(value)
-        self.progress = Progress(**state["progress"])
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
         self.detection_thresholds = state["detection_thresholds"]
+
+    def best_weights(self, state: dict) -> list:
+        return state["weights"]
+
+    def set_weights(self, weights: list) -> None:
+        self.joint.model.set_weights(weights)
+
+    # ---- training ----------------------------------------------------------------------
+    def start_epoch(self) -> None:
+        # The order of an epoch comes from the generator state at its start, so a resumed epoch
+        # replays the same batches and skips those already done.
+        self.shuffle.bit_generator.state = self.epoch_shuffle_state
+        self.order = self.shuffle.permutation(len(self.train_set.labels))
+
+    def end_epoch(self) -> None:
+        self.epoch_shuffle_state = self.shuffle.bit_generator.state
+
+    def train_step(self, stage: str) -> dict[str, float]:
+        step = self.progress.step_in_epoch
+        return self._train_batch(self.order[step * self.batch_size:(step + 1) * self.batch_size])
+
+    def _train_batch(self, clips: np.ndarray) -> dict[str, float]:
+        losses = self.joint.train_step(tf.constant(self.train_set.features[clips]),
+                                       tf.constant(self.train_set.labels[clips]))
+        return {name: float(value) for name, value in losses.items()}
 
     # ---- validation --------------------------------------------------------------------
     def evaluate(self, data: LabelledFeatures) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -157,72 +159,21 @@ class WeakLabelSolver:
                   self.joint.losses(tf.constant(data.labels), tf.constant(masks), tf.constant(probabilities)).items()}
         return {**losses, "tagging": tagging_metrics(data.labels, probabilities, self.classes)}, masks, probabilities
 
-    def _score(self, metrics: dict) -> float:
+    def validate(self, stage: str) -> Validation:
+        metrics, self._validation_masks, self._validation_probabilities = self.evaluate(self.valid_set)
         value = metrics["loss"] if self.selection_metric == "loss" else metrics["tagging"].get("weighted_auc", math.nan)
-        return SELECTION_METRICS[self.selection_metric] * value
+        scalars = _flat_validation_scalars(metrics)
+        return Validation(SELECTION_METRICS[self.selection_metric] * value, scalars,
+                          f"validation loss {metrics['loss']:.4f}, weighted AUC "
+                          f"{scalars.get('weighted_auc', math.nan):.4f}, mAP "
+                          f"{scalars.get('mean_average_precision', math.nan):.4f}")
 
-    # ---- training ----------------------------------------------------------------------
-    def train(self) -> None:
-        progress = self.progress
-        while not progress.finished and progress.epoch < self.max_epochs \
-                and progress.epochs_without_improvement < self.patience:
-            self._train_epoch()
-            metrics, masks, probabilities = self.evaluate(self.valid_set)
-            score = self._score(metrics)
-            improved = score > progress.best_score
-            if improved:
-                progress.best_score, progress.best_epoch, progress.epochs_without_improvement = score, progress.epoch, 0
-                self.detection_thresholds = equal_error_thresholds(self.valid_set.labels, probabilities)
-            else:
-                progress.epochs_without_improvement += 1
-            progress.epoch += 1
-            progress.step_in_epoch = 0
-            self.epoch_shuffle_state = self.shuffle.bit_generator.state
-            scalars = _flat_validation_scalars(metrics)
-            self._log_epoch(scalars, masks)
-            self.on_epoch_end(progress.epoch, scalars)
-            log.info("epoch %d: validation loss %.4f, weighted AUC %.4f, mAP %.4f%s", progress.epoch,
-                     metrics["loss"], scalars.get("weighted_auc", math.nan),
-                     scalars.get("mean_average_precision", math.nan),
-                     " (best)" if improved else f" ({progress.epochs_without_improvement} without improvement)")
-            if improved:
-                self.save("best")
-            self.save("last")
-        if not progress.finished:
-            with open(self.checkpoint_path("best"), "rb") as handle:
-                self.joint.model.set_weights(pickle.load(handle)["weights"])
-            progress.finished = True
-            self.save("last")
+    def improved(self, stage: str, validation: Validation) -> None:
+        self.detection_thresholds = equal_error_thresholds(self.valid_set.labels, self._validation_probabilities)
 
-    def _train_epoch(self) -> None:
-        progress = self.progress
-        # The order of an epoch comes from the generator state at its start, so a resumed epoch
-        # replays the same batches and skips those already done.
-        self.shuffle.bit_generator.state = self.epoch_shuffle_state
-        order = self.shuffle.permutation(len(self.train_set.labels))
-        with epoch_progress(self.steps_per_epoch, progress.step_in_epoch, f"epoch {progress.epoch + 1}",
-                            self.save) as bar:
-            while progress.step_in_epoch < self.steps_per_epoch:
-                losses = self._train_batch(
-                    order[progress.step_in_epoch * self.batch_size:(progress.step_in_epoch + 1) * self.batch_size])
-                check_finite(losses, f"step {progress.global_step} (epoch {progress.epoch + 1})",
-                             self.checkpoint_path("last"), "Lower the learning rate")
-                progress.step_in_epoch += 1
-                progress.global_step += 1
-                if progress.global_step % self.summary_every == 0:
-                    write_scalars(self.writer, {f"train/{name}": value for name, value in losses.items()},
-                                  progress.global_step)
-                bar.set_postfix({name: f"{value:.4g}" for name, value in losses.items()}, refresh=False)
-                bar.update()
-
-    def _train_batch(self, clips: np.ndarray) -> dict[str, float]:
-        losses = self.joint.train_step(tf.constant(self.train_set.features[clips]),
-                                       tf.constant(self.train_set.labels[clips]))
-        return {name: float(value) for name, value in losses.items()}
-
-    def _log_epoch(self, scalars: dict, masks: np.ndarray) -> None:
+    def log_epoch(self, stage: str, validation: Validation) -> None:
         """Validation scalars, the learning rate, and the first validation clip's input and masks."""
-        write_scalars(self.writer, {**{f"valid/{name}": value for name, value in scalars.items()},
+        write_scalars(self.writer, {**{f"valid/{name}": value for name, value in validation.scalars.items()},
                                     "learning_rate": self.joint.learning_rate}, self.progress.global_step)
         with self.writer.as_default(step=self.progress.global_step):
             features = self.valid_set.features[0]
@@ -230,7 +181,7 @@ class WeakLabelSolver:
             # mel bands upwards, time to the right, as on a spectrogram plot
             tf.summary.image("valid/features", ((features.T[::-1] - features.min()) / span)[None, :, :, None])
             for index, name in enumerate(self.classes):
-                tf.summary.image(f"valid/mask/{name}", masks[0, :, :, index].T[::-1][None, :, :, None])
+                tf.summary.image(f"valid/mask/{name}", self._validation_masks[0, :, :, index].T[::-1][None, :, :, None])
 
 
 def _flat_validation_scalars(metrics: dict) -> dict[str, float]:

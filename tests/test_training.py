@@ -15,6 +15,7 @@ import pytest
 
 from Models import solver as Solver
 from Models.checkpoint import CheckpointError, load_separator
+from Models.training_loop import TrainingDiverged
 from Training import ex
 from conftest import REPO
 
@@ -72,20 +73,20 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monk
     reference = ex.run(config_updates=dict(config, model_base_dir=str(tmp_path / "reference")))
     expected = _last_state(reference.info["checkpoint_dir"])
 
-    original_step = Solver.Solver._train_step
+    original_step = Solver.Solver.train_step
 
     def interrupting_step(self, phase):
-        if phase == "semi_supervised" and self.step_in_epoch == 1 and self.progress.epoch == 1:
+        if phase == "semi_supervised" and self.progress.step_in_epoch == 1 and self.progress.epoch == 1:
             raise KeyboardInterrupt
         return original_step(self, phase)
 
-    monkeypatch.setattr(Solver.Solver, "_train_step", interrupting_step)
+    monkeypatch.setattr(Solver.Solver, "train_step", interrupting_step)
     with pytest.raises(KeyboardInterrupt):
         ex.run(config_updates=config)
-    monkeypatch.setattr(Solver.Solver, "_train_step", original_step)
+    monkeypatch.setattr(Solver.Solver, "train_step", original_step)
     [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
     interrupted = _last_state(run_folder)
-    assert interrupted["progress"]["phase"] == "semi_supervised" and interrupted["step_in_epoch"] == 1
+    assert interrupted["progress"]["stage"] == "semi_supervised" and interrupted["progress"]["step_in_epoch"] == 1
 
     resumed_run = ex.run(config_updates=dict(config, resume=run_folder))
     resumed = _last_state(run_folder)
@@ -136,14 +137,14 @@ def test_resume_with_an_incompatible_config(tiny_config, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
-    original_step = Solver.Solver._train_step
+    original_step = Solver.Solver.train_step
 
     def diverging_step(self, phase):
         metrics = original_step(self, phase)
         return {**metrics, "supervised_loss": float("nan")} if self.progress.epoch == 1 else metrics
 
-    monkeypatch.setattr(Solver.Solver, "_train_step", diverging_step)
-    with pytest.raises(Solver.TrainingDiverged, match="supervised_loss became nan.*last good checkpoint"):
+    monkeypatch.setattr(Solver.Solver, "train_step", diverging_step)
+    with pytest.raises(TrainingDiverged, match="supervised_loss became nan.*last good checkpoint"):
         ex.run(config_updates=tiny_config)
     [run_folder] = glob.glob(os.path.join(tiny_config["model_base_dir"], "*"))
     assert _last_state(run_folder)["progress"]["epoch"] == 1
@@ -220,7 +221,7 @@ def test_ctrl_c_prints_the_resume_command_without_a_traceback(tiny_config, tmp_p
     assert last_line.startswith(f"Interrupted; saved {checkpoint}. Continue with: ")
     command = shlex.split(last_line.split("Continue with: ")[1])
     assert command[1:] == [*arguments, f"resume={run_folder}"]
-    assert _last_state(run_folder)["step_in_epoch"] > 0
+    assert _last_state(run_folder)["progress"]["step_in_epoch"] > 0
 
 
 def test_four_stems_train_one_critic_per_stem_and_score_every_stem(tiny_config):

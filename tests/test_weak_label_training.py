@@ -259,7 +259,7 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
 
 def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint(weak_label_run, tmp_path,
                                                                                   monkeypatch):
-    from Models import solver, weak_label_solver
+    from Models import training_loop, weak_label_solver
     from Training import ex
 
     _, config = weak_label_run
@@ -272,7 +272,7 @@ def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint
         return {**losses, "loss": float("nan")} if self.progress.epoch == 1 else losses
 
     monkeypatch.setattr(weak_label_solver.WeakLabelSolver, "_train_batch", diverging)
-    with pytest.raises(solver.TrainingDiverged, match="loss became nan at step 12 .epoch 2.*last.pkl"):
+    with pytest.raises(training_loop.TrainingDiverged, match="loss became nan at step 12 .train epoch 2.*last.pkl"):
         ex.run(config_updates=config)
     checkpoint_dir = os.path.join(config["model_base_dir"], os.listdir(config["model_base_dir"])[0])
     with open(os.path.join(checkpoint_dir, "last.pkl"), "rb") as handle:

@@ -1,0 +1,227 @@
+"""The one training loop of both methods: stages of epochs, validation, patience, checkpoints.
+
+A run is a sequence of stages (the adversarial method's "supervised" and "semi_supervised"
+phases; the weak-label method's single "train"). A stage runs epochs of steps with a progress
+bar; after each epoch the method's validation gives a score (higher is better), the best
+model of the stage is kept as `best_<stage>` and `patience` epochs without improvement end
+the stage, whose best weights then stay in the model. Checkpoints are written atomically
+(temporary file, then rename) after every epoch and on Ctrl-C (`last`), and hold everything
+needed to continue bit for bit. A NaN or infinite loss stops training and keeps the last good
+checkpoint. Every step's losses go to TensorBoard every `summary_every` steps, against one
+global step across stages.
+
+A method subclasses `TrainingLoop` and says what a step, a validation, its state and its
+start of a stage are; the loop does the rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from Datasets.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an epoch, after the checkpoint `checkpoint` was saved."""
+
+    def __init__(self, checkpoint: str):
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+
+
+def write_scalars(writer, scalars: dict[str, float], step: int) -> None:
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value)
+
+
+@contextlib.contextmanager
+def epoch_progress(total: int, done: int, description: str, save_last):
+    """A progress bar over an epoch's steps; Ctrl-C inside it saves a checkpoint through
+    `save_last()` (which returns its path) and goes on as TrainingInterrupted, naming it."""
+    bar = tqdm(total=total, initial=done, desc=description, unit="step", dynamic_ncols=True)
+    try:
+        yield bar
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(save_last()) from None
+    finally:
+        bar.close()
+
+
+def check_finite(losses: dict[str, float], where: str, checkpoint: str, remedy: str) -> None:
+    """Raises TrainingDiverged naming the losses that are NaN or infinite, where (step and
+    epoch), the last good checkpoint and what to change before resuming from it."""
+    bad = [name for name, value in losses.items() if not math.isfinite(value)]
+    if bad:
+        raise TrainingDiverged(f"{', '.join(bad)} became {losses[bad[0]]} at {where}; the last good checkpoint is "
+                               f"{checkpoint}. {remedy} and resume from it.")
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    stage: str = ""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0  # steps over all stages: the x axis of every curve
+    best_score: float = -math.inf  # of the stage's validation; higher is better
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    completed_stages: list = field(default_factory=list)
+
+
+@dataclass
+class Validation:
+    score: float  # higher is better
+    scalars: dict[str, float]  # to TensorBoard (`log_epoch`) and Sacred (`on_epoch_end`)
+    summary: str  # for the log line
+
+
+class TrainingLoop:
+    """Subclasses define `steps_per_epoch`, `train_step`, `validate`, `model_state` /
+    `load_model_state`, `best_weights` / `set_weights`, and may hook `start_stage`,
+    `start_epoch`, `end_epoch`, `improved` and `log_epoch`."""
+
+    remedy = "Lower the learning rate"  # what to change when a loss diverges
+
+    def __init__(self, checkpoint_dir: str, log_dir: str, max_epochs: int, patience: int, summary_every: int,
+                 on_epoch_end=None):
+        self.checkpoint_dir, self.max_epochs, self.patience = checkpoint_dir, max_epochs, patience
+        self.summary_every = summary_every
+        self.on_epoch_end = on_epoch_end or (lambda stage, epoch, scalars: None)
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.progress = Progress()
+
+    # ---- what a method defines ---------------------------------------------------------------
+    steps_per_epoch: int
+
+    def train_step(self, stage: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self, stage: str) -> Validation:
+        raise NotImplementedError
+
+    def model_state(self) -> dict:
+        """Weights, optimisers and random states: everything but the loop's progress."""
+        raise NotImplementedError
+
+    def load_model_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def best_weights(self, state: dict):
+        """The weights to keep at the end of a stage, from its best checkpoint's state."""
+        raise NotImplementedError
+
+    def set_weights(self, weights) -> None:
+        raise NotImplementedError
+
+    def start_stage(self, stage: str) -> None:
+        """Called when a stage starts (not when it resumes)."""
+
+    def start_epoch(self) -> None:
+        """Called before every epoch, also a resumed one."""
+
+    def end_epoch(self) -> None:
+        """Called after every epoch's validation, before its checkpoints are written."""
+
+    def improved(self, stage: str, validation: Validation) -> None:
+        """Called when the validation improved, before the best checkpoint is written."""
+
+    def log_epoch(self, stage: str, validation: Validation) -> None:
+        """The validation's scalars and any images or audio, at `self.progress.global_step`."""
+
+    def best_name(self, stage: str) -> str:
+        return f"best_{stage}"
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def checkpoint_path(self, name: str) -> str:
+        return os.path.join(self.checkpoint_dir, f"{name}.pkl")
+
+    def save(self, name: str = "last") -> str:
+        path = self.checkpoint_path(name)
+        with atomic_open(path) as output:
+            pickle.dump({**self.model_state(), "progress": asdict(self.progress)}, output,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        return path
+
+    def restore(self, path: str) -> None:
+        with open(path, "rb") as handle:
+            state = pickle.load(handle)
+        self.load_model_state(state)
+        self.progress = Progress(**state["progress"])
+
+    def read_best(self, stage: str) -> dict:
+        with open(self.checkpoint_path(self.best_name(stage)), "rb") as handle:
+            return pickle.load(handle)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train(self, stages: tuple[str, ...]) -> None:
+        """Runs the stages not completed yet, continuing an interrupted one where it stopped."""
+        for stage in stages:
+            if stage in self.progress.completed_stages:
+                continue
+            progress = self.progress
+            if progress.stage != stage or progress.epoch == 0 and progress.step_in_epoch == 0:
+                self.progress = Progress(stage=stage, global_step=progress.global_step,
+                                         completed_stages=progress.completed_stages)
+                self.start_stage(stage)
+            self._run_stage(stage)
+
+    def _run_stage(self, stage: str) -> None:
+        progress = self.progress
+        while progress.epoch < self.max_epochs and progress.epochs_without_improvement < self.patience:
+            self._run_epoch(stage)
+            validation = self.validate(stage)
+            better = validation.score > progress.best_score
+            if better:
+                progress.best_score, progress.best_epoch, progress.epochs_without_improvement = \
+                    validation.score, progress.epoch, 0
+                self.improved(stage, validation)
+            else:
+                progress.epochs_without_improvement += 1
+            progress.epoch += 1
+            progress.step_in_epoch = 0
+            self.end_epoch()
+            self.log_epoch(stage, validation)
+            self.on_epoch_end(stage, progress.epoch, validation.scalars)
+            log.info("%s epoch %d: %s%s", stage, progress.epoch, validation.summary,
+                     " (best)" if better else f" ({progress.epochs_without_improvement} without improvement)")
+            if better:
+                self.save(self.best_name(stage))
+            self.save("last")
+        self.set_weights(self.best_weights(self.read_best(stage)))
+        progress.completed_stages.append(stage)
+        self.save("last")
+
+    def _run_epoch(self, stage: str) -> None:
+        progress = self.progress
+        self.start_epoch()
+        with epoch_progress(self.steps_per_epoch, progress.step_in_epoch, f"{stage} epoch {progress.epoch + 1}",
+                            self.save) as bar:
+            while progress.step_in_epoch < self.steps_per_epoch:
+                losses = self.train_step(stage)
+                check_finite(losses, f"step {progress.global_step} ({stage} epoch {progress.epoch + 1})",
+                             self.checkpoint_path("last"), self.remedy)
+                progress.step_in_epoch += 1
+                progress.global_step += 1
+                if progress.global_step % self.summary_every == 0:
+                    write_scalars(self.writer, {f"{stage}/{name}": value for name, value in losses.items()},
+                                  progress.global_step)
+                bar.set_postfix({name: f"{value:.4g}" for name, value in losses.items() if "/" not in name},
+                                refresh=False)
+                bar.update()
+
