@@ -5,7 +5,7 @@
     python Evaluate.py compare with runs=runs                        # tabulate training runs
 
 The scoring itself is `Models/scoring.py` (the paper's BSS Eval protocol, or museval's v4 with
-`protocol=museval_v4`) for separators and `Models/event_separation.py` for weak-label models
+`protocol=museval_v4`) for separators and `Models/weak_label/separation.py` for weak-label models
 (tagging metrics and per-class event SDR/SIR/SAR beside the no-separation and
 ideal-binary-mask baselines). `separate` writes one file per source (or class) for every input;
 `compare` is `tracking/compare.py`.
@@ -90,7 +90,7 @@ def separate(checkpoint, inputs, output_dir, overwrite, skip_existing, mask_expo
     streaming in blocks so that memory stays flat however long the input. A file that cannot
     be read is named and skipped; the command then exits with status 1 once the others are done."""
     from Models.checkpoint import checkpoint_method, load_event_separator, load_separator
-    from Models.event_separation import separate_event_paths
+    from Models.weak_label.separation import separate_event_paths
     from Models.streaming import SeparationFailed
 
     try:
@@ -139,7 +139,7 @@ def evaluate_weak_label(checkpoint: str, partition: str, output_dir: str | None,
     ideal-binary-mask baselines, on a split of the clips the model was trained with."""
     from Datasets.weak_label import load_clips
     from Models.checkpoint import load_event_separator
-    from Models.event_separation import is_event_result, score_clips
+    from Models.weak_label.separation import is_event_result, score_clips
 
     separator = load_event_separator(checkpoint, mask_exponent)
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)

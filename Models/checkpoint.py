@@ -100,13 +100,13 @@ def load_separator(path: str) -> Separator:
 
 
 def load_event_separator(path: str, mask_exponent: float | None = None):
-    """The weak-label model a checkpoint holds, ready to separate (Models/event_separation.py);
+    """The weak-label model a checkpoint holds, ready to separate (Models/weak_label/separation.py);
     `mask_exponent` replaces the one it was trained with."""
     import numpy as np
 
     from Datasets.features import MelSettings
-    from Models.event_separation import EventSeparator
-    from Models.weak_label_model import Standardisation, WeakLabelPredictor, build_weak_label_model
+    from Models.weak_label.separation import EventSeparator
+    from Models.weak_label.model import Standardisation, WeakLabelPredictor, build_weak_label_model
 
     checkpoint, state = read_checkpoint(path)
     if state.get("method") != "weak_label":
@@ -126,3 +126,10 @@ def load_event_separator(path: str, mask_exponent: float | None = None):
                           Standardisation(np.asarray(statistics["mean"]), np.asarray(statistics["std"])),
                           state["front_end"], thresholds, mask_exponent or state["mask_exponent"],
                           checkpoint, state["data_folder"])
+
+
+def save_config(config: dict, checkpoint_dir: str) -> None:
+    """The run's config as `config.json` beside its checkpoints, for people and for resuming."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with open(os.path.join(checkpoint_dir, "config.json"), "w") as handle:
+        json.dump(config, handle, indent=2)

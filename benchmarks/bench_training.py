@@ -6,7 +6,7 @@ All figures come from this one run, so a busy machine slows baseline and candida
 * the machine's float32 matmul rate (2048 x 2048 products), the yardstick for GFLOP/s;
 * a plain Keras `fit` of the same U-Net built from stock Keras layers (Adam, MSE on both
   outputs, in-memory batches);
-* the project's compiled supervised step (Models/adversarial.py, XLA as in Training.py), and
+* the project's compiled supervised step (Models/adversarial/model.py, XLA as in Training.py), and
   the same step with Keras's MaxPooling2D in place of the project's MaxPooling2x2;
 * one semi-supervised step (num_disc=5 critic iterations plus the separator step), with
   the same step compiled without XLA as its baseline.
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import Models.separator  # noqa: E402
-from Models.adversarial import AdversarialSeparator  # noqa: E402
+from Models.adversarial.model import AdversarialSeparator  # noqa: E402
 from Models.separator import build_separator  # noqa: E402
 
 

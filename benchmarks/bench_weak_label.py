@@ -9,7 +9,7 @@ rank pooling. All figures come from this one run, so a busy machine slows every 
   training example);
 * plain Keras `fit` of the same model (Adam, BCE on the probabilities), with Keras's default
   `jit_compile="auto"` (XLA) and with XLA off;
-* the project's training step (Models/weak_label_solver.py, JointModel), with and without XLA.
+* the project's training step (Models/weak_label/solver.py, JointModel), with and without XLA.
 Each is timed twice, alternating, and the faster round kept.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.bench_training import _BatchClock, forward_flops, matmul_gflops, timed_loop  # noqa: E402
-from Models.weak_label_model import build_weak_label_model  # noqa: E402
-from Models.weak_label_solver import JointModel  # noqa: E402
+from Models.weak_label.model import build_weak_label_model  # noqa: E402
+from Models.weak_label.solver import JointModel  # noqa: E402
 
 FRAMES, MELS, CLASSES = 126, 64, 3
 

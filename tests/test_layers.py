@@ -9,8 +9,8 @@ from conftest import REPO
 
 PACKAGES = ("Datasets", "Models", "tracking")
 TOP_LEVEL = ("Training", "Evaluate", "Sample")
-TRAINING_MODULES = {"Models.solver", "Models.weak_label_solver", "Models.adversarial"}
-INFERENCE_MODULES = ("Models.checkpoint", "Models.event_separation", "Models.streaming", "Models.windowing",
+TRAINING_MODULES = {"Models.solver", "Models.weak_label.solver", "Models.adversarial"}
+INFERENCE_MODULES = ("Models.checkpoint", "Models.weak_label.separation", "Models.streaming", "Models.windowing",
                      "Models.separation", "Models.scoring", "Models.registry")
 
 

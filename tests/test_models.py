@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from Models.adversarial import AdversarialSeparator, additivity_loss, one_sided_gradient_penalty
-from Models.critic import build_critic
+from Models.adversarial.model import AdversarialSeparator, additivity_loss, one_sided_gradient_penalty
+from Models.adversarial.critic import build_critic
 from Models.registry import SeparatorSpec
 from Models.separator import MaxPooling2x2, build_separator
 from Datasets.windows import WindowShapes

@@ -12,7 +12,7 @@ import pytest
 from Datasets.features import SpectrogramSettings
 from Datasets.windows import WindowShapes
 from Models import registry
-from Models.adversarial import AdversarialSeparator
+from Models.adversarial.model import AdversarialSeparator
 from Models.checkpoint import CheckpointError, load_separator, separator_description
 from Models.registry import Architecture, SeparatorSpec
 from Models.separation import Separator

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from Models import solver as Solver
+from Models.adversarial import solver as Solver
 from Models.checkpoint import CheckpointError, load_separator
 from Models.training_loop import TrainingDiverged
 from Training import ex

@@ -5,10 +5,10 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from Models.mask_model import background_mask, build_mask_model
-from Models.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
-from Models.pooling import CLASSIFIERS, GlobalWeightedRankPooling, build_classifier
-from Models.weak_label_model import build_weak_label_model
+from Models.weak_label.mask_model import background_mask, build_mask_model
+from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
+from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, build_classifier
+from Models.weak_label.model import build_weak_label_model
 
 FRAMES, MELS, CLASSES = 16, 8, 3
 TINY_MASKS = dict(channels=4, num_blocks=2)

@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 from Datasets import features
 from Datasets.features import MelSettings
 from Datasets.weak_label import Clip, load_clips
-from Models.event_separation import EventSeparator, evaluate_clips, summarise_events
-from Models.tagging import equal_error_rate, tagging_metrics
-from Models.weak_label_model import Standardisation
+from Models.weak_label.separation import EventSeparator, evaluate_clips, summarise_events
+from Models.weak_label.tagging import equal_error_rate, tagging_metrics
+from Models.weak_label.model import Standardisation
 
 SETTINGS = MelSettings(sample_rate=8000, n_fft=256, hop=128, n_mels=16, fmax=4000.0)
 TINY_DEMO = {"clip_seconds": 1.0, "clips_per_split": {"train": 96, "valid": 24, "test": 24},
@@ -44,7 +44,7 @@ def test_tagging_metrics_agree_with_scikit_learn_and_name_undefined_classes():
 
 
 def test_equal_error_thresholds_sit_where_false_alarms_and_misses_balance():
-    from Models.tagging import equal_error_thresholds
+    from Models.weak_label.tagging import equal_error_thresholds
 
     rng = np.random.default_rng(3)
     labels = np.stack([rng.random(400) < 0.3, rng.random(400) < 0.5, np.zeros(400, bool)], axis=1)
@@ -175,7 +175,7 @@ def test_tiny_weak_label_run_learns_and_reports_tagging_and_separation(weak_labe
 
 
 def test_resumed_weak_label_run_matches_the_uninterrupted_one(weak_label_run, tmp_path, monkeypatch):
-    from Models import weak_label_solver
+    from Models.weak_label import solver as weak_label_solver
     from Training import ex
 
     run, config = weak_label_run
@@ -259,7 +259,8 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
 
 def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint(weak_label_run, tmp_path,
                                                                                   monkeypatch):
-    from Models import training_loop, weak_label_solver
+    from Models import training_loop
+    from Models.weak_label import solver as weak_label_solver
     from Training import ex
 
     _, config = weak_label_run

@@ -4,8 +4,8 @@ features (batch, frames, mels) -> {"masks": (batch, frames, mels, classes),
                                    "probabilities": (batch, classes)}
 
 The features are standardised log-mel frames, or mel energies when `pcen_options` is given:
-then PCEN (Models/pcen.py) normalises them inside the model. The mask model
-(Models/mask_model.py) is the sub-model "mask_model": call it directly to separate clips of
+then PCEN (Models/weak_label/pcen.py) normalises them inside the model. The mask model
+(Models/weak_label/mask_model.py) is the sub-model "mask_model": call it directly to separate clips of
 any length, including with classifiers that fix the number of frames ("dense").
 Training needs only a binary cross-entropy on "probabilities", e.g.
 `model.compile(loss={"probabilities": "binary_crossentropy"})` and plain `fit`.
@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from Models.mask_model import build_mask_model
-from Models.pcen import PCEN
-from Models.pooling import build_classifier
+from Models.weak_label.mask_model import build_mask_model
+from Models.weak_label.pcen import PCEN
+from Models.weak_label.pooling import build_classifier
 
 
 def build_weak_label_model(num_mels: int, num_classes: int, mask_options: dict, classifier_kind: str,

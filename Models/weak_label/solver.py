@@ -1,7 +1,7 @@
 """Training of the weak-label joint separation-classification model (Kong et al. 2018) on the
 shared loop (Models/training_loop.py).
 
-The model (Models/weak_label_model.py) maps standardised log-mel frames to one mask per class
+The model (Models/weak_label/model.py) maps standardised log-mel frames to one mask per class
 and pools each mask into a clip probability; binary cross-entropy on the clip labels trains
 both, optionally with a sparsity term that pushes the masks of absent classes to zero.
 An epoch is one shuffled pass over the training clips; after each, the validation split
@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from Models.training_loop import TrainingLoop, Validation, write_scalars
-from Models.tagging import equal_error_thresholds, tagging_metrics
-from Models.weak_label_model import WeakLabelPredictor, split_outputs
+from Models.weak_label.tagging import equal_error_thresholds, tagging_metrics
+from Models.weak_label.model import WeakLabelPredictor, split_outputs
 
 SELECTION_METRICS = {"loss": -1.0, "weighted_auc": 1.0}  # metric -> sign of "better"
 

@@ -24,8 +24,8 @@ import numpy as np
 from Datasets import audio, features
 from Datasets.features import MelSettings
 from Models.bss import FAILED_SCORE_DB, evaluate_in_parallel
-from Models.tagging import tagging_metrics
-from Models.weak_label_model import Standardisation, WeakLabelPredictor
+from Models.weak_label.tagging import tagging_metrics
+from Models.weak_label.model import Standardisation, WeakLabelPredictor
 
 METRICS = ("SDR", "SIR", "SAR")
 ESTIMATORS = ("separated", "mixture", "oracle_ibm")

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from Datasets.windows import WindowShapes
-from Models.critic import build_critic
+from Models.adversarial.critic import build_critic
 from Models.registry import SeparatorSpec
 
 # The paper's separator: a 4-level U-Net with 16 base filters over the 257 bins of n_fft 512.

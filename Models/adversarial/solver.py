@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from Datasets import features
-from Models.adversarial import AdversarialSeparator
+from Models.adversarial.model import AdversarialSeparator
 from Models.separation import Separator
 from Models.training_loop import TrainingLoop, Validation, write_scalars
 

@@ -1,0 +1,24 @@
+"""Small checks of Training.py config values, shared by the methods' `check_config`."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def require_non_negative_numbers(config: dict, keys: Iterable[str]) -> None:
+    for key in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"Config key `{key}` must be a non-negative number, got {value!r}.")
+
+
+def require_positive_integers(config: dict, keys: Iterable[str]) -> None:
+    for key in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Config key `{key}` must be a positive integer, got {value!r}.")
+
+
+def require_choices(config: dict, choices: dict[str, Iterable]) -> None:
+    for key, allowed in choices.items():
+        if config[key] not in tuple(allowed):
+            raise ValueError(f"Config key `{key}` must be one of {tuple(allowed)}, got {config[key]!r}.")

@@ -1,0 +1,154 @@
+"""What `python Training.py` runs for method="weak_label": config checks, the clips and their
+features, the joint model, its training and the test report (tagging and event separation)."""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import asdict
+
+import numpy as np
+import tensorflow as tf
+
+from Datasets.features import LOG_MEL_FLOOR, MelSettings, log_mel
+from Datasets.mel_cache import clip_mels, fit_frames
+from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
+from Models.checkpoint import load_event_separator, save_config
+from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
+from Models.weak_label.model import Standardisation, build_weak_label_model
+from Models.weak_label.pooling import CLASSIFIERS
+from Models.weak_label.separation import is_event_result, mel_power, score_clips
+from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
+
+# Keys that shape the networks, their features or their data: a run resumes only with the same values.
+RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
+               "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks", "mask_activation",
+               "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe", "data_root", "recipe_options")
+
+
+def check_config(config: dict) -> None:
+    """Rejects settings that cannot work, before any data is touched."""
+    require_non_negative_numbers(config, ("learning_rate", "sparsity_weight", "lr_decay_factor", "gwrp_decay"))
+    require_positive_integers(config, ("batch_size", "max_epochs", "patience", "summary_every", "num_workers",
+                                       "num_mels", "lr_decay_epochs"))
+    require_choices(config, {"weak_label_recipe": (*RECIPES, "folder"),
+                             "front_end": ("logmel", "pcen", "trainable_pcen"), "mask_setting": ("thesis", "kong"),
+                             "mask_activation": ("sigmoid", "softmax"), "classifier": CLASSIFIERS,
+                             "selection_metric": SELECTION_METRICS})
+    if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
+            or not config["mask_exponent"] > 0:
+        raise ValueError(f"Config key `mask_exponent` must be a positive number, got {config['mask_exponent']!r}.")
+    for key in ("sparsity_weight", "gwrp_decay"):
+        if not 0 <= config[key] <= 1:
+            raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
+    threshold = config["detection_threshold"]
+    if threshold != "validation_eer" and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                          or not 0 <= threshold <= 1):
+        raise ValueError(f"Config key `detection_threshold` must be a probability or 'validation_eer', "
+                         f"got {threshold!r}.")
+    if config["weak_label_recipe"] not in ("demo",) and not config["data_root"]:
+        raise ValueError(f"weak_label_recipe={config['weak_label_recipe']!r} needs `data_root`: the folder of its "
+                         "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
+    if config["data_root"] and not os.path.isdir(config["data_root"]):
+        raise FileNotFoundError(f"Config key `data_root`: '{config['data_root']}' is not a folder.")
+
+
+def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
+    """The arguments of `build_weak_label_model`; saved in every checkpoint to rebuild the model."""
+    classifier_options = dict(config["classifier_options"])
+    if config["classifier"] == "gwrp":
+        classifier_options.setdefault("decay", config["gwrp_decay"])
+    if config["classifier"] == "dense":
+        classifier_options.setdefault("num_frames", num_frames)
+    pcen_options = {"logmel": None, "pcen": {"trainable": False}, "trainable_pcen": {"trainable": True}}
+    return {"num_mels": config["num_mels"], "num_classes": num_classes,
+            "mask_options": {"setting": config["mask_setting"], "last_activation": config["mask_activation"],
+                             "channels": config["mask_channels"], "kernel_size": config["mask_kernel_size"],
+                             "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"]},
+            "classifier_kind": config["classifier"], "classifier_options": classifier_options,
+            "pcen_options": pcen_options[config["front_end"]]}
+
+
+def prepare_data(config: dict) -> str:
+    """The folder of clips, labels.csv and classes.txt the config names, generated if need be."""
+    if config["weak_label_recipe"] == "folder":
+        return config["data_root"]
+    arguments = dict(recipe=config["weak_label_recipe"], data_root=config["data_root"],
+                     **{"sample_rate": config["expected_sr"], **config["recipe_options"]})
+    return prepare(out_dir=cache_folder(config["cache_dir"], **arguments), **arguments)
+
+
+def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
+    """Trains the joint model on the clips of `config`, scores its best model on the test clips
+    and returns the Sacred result: tagging metrics and event separation medians with counts."""
+    clips = load_clips(prepare_data(config))
+    splits = {name: clips.split(name) for name in ("train", "valid", "test")}
+    empty = [name for name, members in splits.items() if not members]
+    if empty:
+        raise ValueError(f"{os.path.join(clips.folder, 'labels.csv')} has no clips in split(s) {empty}: every "
+                         "split (train, valid, test) needs clips.")
+    log.info("Weak-label data in %s: %s; classes %s", clips.folder,
+              ", ".join(f"{len(members)} {name}" for name, members in splits.items()), ", ".join(clips.classes))
+    settings = MelSettings(config["expected_sr"], config["num_fft"], config["num_hop"], config["num_mels"],
+                           config["mel_fmin"], config["mel_fmax"], config["stft_window"])
+    mels = {name: clip_mels([clip.mixture_path for clip in members], settings,
+                            os.path.join(config["cache_dir"], "mels"), config["num_workers"],
+                            mel_power(config["front_end"]))
+            for name, members in splits.items()}
+    # Clips of a recipe all have one length; a user's clips are cropped or padded to the most common.
+    num_frames = collections.Counter(len(mel) for mel in mels["train"]).most_common(1)[0][0]
+    if config["front_end"] == "logmel":
+        inputs = {name: fit_frames([log_mel(mel) for mel in values], num_frames, float(np.log(LOG_MEL_FLOOR)))
+                  for name, values in mels.items()}
+        standardisation = Standardisation.fit(inputs["train"], config["standardise_per_band"])
+        inputs = {name: standardisation(values) for name, values in inputs.items()}
+    else:  # PCEN normalises the mel energies inside the model
+        inputs = {name: fit_frames(values, num_frames, 0.0) for name, values in mels.items()}
+        standardisation = Standardisation(np.zeros(config["num_mels"], np.float32),
+                                          np.ones(config["num_mels"], np.float32))
+    labelled = {name: LabelledFeatures(inputs[name], np.stack([clip.labels for clip in splits[name]]))
+                for name in splits}
+
+    tf.keras.utils.set_random_seed(seed)
+    model_spec = model_spec_of(config, len(clips.classes), num_frames)
+    steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
+    joint = JointModel(build_weak_label_model(**model_spec), config["learning_rate"],
+                       config["lr_decay_epochs"] * steps_per_epoch, config["lr_decay_factor"],
+                       config["sparsity_weight"], config["jit_compile"])
+    save_config(config, checkpoint_dir)
+    tensorboard_dir = os.path.join(config["log_dir"], run_name)
+    data = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
+            "standardisation": {"mean": standardisation.mean, "std": standardisation.std},
+            "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
+            "mask_exponent": config["mask_exponent"]}
+
+    def log_epoch(stage, epoch, metrics):
+        for name, value in metrics.items():
+            run.log_scalar(f"valid.{name}", float(value), epoch)
+
+    solver = WeakLabelSolver(joint, labelled["train"], labelled["valid"], clips.classes, checkpoint_dir,
+                             tensorboard_dir, model_spec, data, config["batch_size"], config["max_epochs"],
+                             config["patience"], config["selection_metric"], config["summary_every"], seed,
+                             on_epoch_end=log_epoch)
+    run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
+                      "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": data["data_folder"]})
+    if config["resume"]:
+        solver.restore(solver.checkpoint_path("last"))
+        log.info("Resuming %s at epoch %d", checkpoint_dir, solver.progress.epoch)
+    solver.train(("train",))
+
+    best = solver.checkpoint_path("best")
+    separator = load_event_separator(best)
+    events, test_tagging, summary = score_clips(separator, splits["test"])
+    run.info["results"] = {"test_tagging": test_tagging, "test_events": summary, "test_clips": events,
+                            "checkpoint": os.path.abspath(best)}
+    overall = summary["all"]
+    log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f; event SDR median %.2f dB (mixture %.2f, ideal binary "
+              "mask %.2f), %d of %d events missed", test_tagging.get("weighted_auc", np.nan),
+              test_tagging.get("mean_average_precision", np.nan), test_tagging.get("mean_eer", np.nan),
+              overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
+              overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"])
+    if config["save_best_artifact"]:
+        run.add_artifact(best, "best.pkl")
+    return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
+                              ("weighted_auc", "mean_average_precision", "mean_eer") if key in test_tagging},
+                           **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}}
