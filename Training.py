@@ -1,4 +1,5 @@
-"""The Sacred training experiment of both methods.
+"""The Sacred training experiment of both methods: every config key, the named configs in
+configs/, the checks before a run, and the dispatch to the method's package.
 
     python Training.py print_config                  # every knob, with its default
     python Training.py with demo                     # built-in demo data, small shapes, minutes
@@ -6,15 +7,10 @@
     python Training.py with paper dataset_root=/data # the published settings on your copy of the data
     python Training.py with resume=checkpoints/<run> # continue an interrupted run
     python Training.py with weak_label_demo          # the weak-label method on its built-in demo
-    python Training.py with weak_label_tut data_root=/data/TUT-rare-sound-events-2017-development
 
-method="adversarial" (Stoller et al. 2018): phase 1 trains the separator on paired data; phase 2
-adds the per-source critics and the unpaired data. Each phase stops early on the validation
-loss; the best model of each phase is then scored on the test partition.
-
-method="weak_label" (Kong et al. 2018): a mask model and a pooling classifier learn from clip
-labels only; the best model on the validation split separates the test clips, scored beside
-the unprocessed mixture and the ideal binary mask.
+method="adversarial" (Stoller et al. 2018, Models/adversarial/): the separator trains on paired
+data, then with one critic per source on unpaired data too. method="weak_label" (Kong et al.
+2018, Models/weak_label/): a mask model and a pooling classifier learn from clip labels only.
 """
 from __future__ import annotations
 
@@ -63,8 +59,7 @@ def config():
     num_hop = 256  # STFT hop
 
     # ---- the adversarial method's networks, losses and schedule
-    # the sources to separate, from the stems vocals (or voice), drums, bass, other and accompaniment
-    source_names = ["accompaniment", "voice"]
+    source_names = ["accompaniment", "voice"]  # from the stems vocals (voice), drums, bass, other, accompaniment
     architecture = "unet"  # separator network, by its name in Models/registry.py
     architecture_options = {}  # further arguments of the architecture (the U-Net's are the next two keys)
     num_layers = 4  # U-Net depth
@@ -77,7 +72,6 @@ def config():
     alpha = 0.001  # weight of the adversarial loss
     beta = 0.001  # weight of the additivity loss (estimates should add up to the mixture)
     lam = 10.0  # weight of the one-sided gradient penalty
-
     batch_size = 64  # examples per step, paired and unpaired alike
     init_sup_sep_lr = 5e-5  # separator learning rate in the supervised phase
     init_unsup_sep_lr = 5e-5  # separator learning rate in the semi-supervised phase
@@ -143,8 +137,7 @@ def method_package(config: dict):
 
 
 def check_before_run(config: dict, command: str) -> None:
-    """Everything that can be checked before Sacred opens a run, so that a mistyped setting
-    leaves no failed run behind in runs/ or MongoDB."""
+    """All that can be checked before Sacred opens a run: a mistyped setting leaves no failed run."""
     from Datasets.atomic import check_folder_creatable
 
     if command != "main":
@@ -176,10 +169,9 @@ tracking.observers.install(ex, commands=("main",), check_config=check_before_run
 
 
 @ex.main
-def main(_config, _run, _log, seed, dataset_roots, recipe_options, classifier_options):
-    # The dict-valued keys are named as arguments so that Sacred accepts entries added to them
-    # (`with dataset_roots.DSD100=...`); everything is read from `_config`. The config was
-    # checked by `check_before_run`.
+def main(_config, _run, _log, seed, dataset_roots, recipe_options, classifier_options, architecture_options):
+    # The dict-valued keys are named so that Sacred accepts entries added to them (`with
+    # dataset_roots.DSD100=...`); all is read from `_config`, checked by `check_before_run`.
     config = dict(_config)
     run_name = config["resume"] and os.path.basename(os.path.normpath(config["resume"])) or \
         f"{time.strftime('%Y%m%d-%H%M%S')}_{_run._id or 'unobserved'}"

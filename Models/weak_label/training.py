@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +12,7 @@ import tensorflow as tf
 from Datasets.features import LOG_MEL_FLOOR, MelSettings, log_mel
 from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
+from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
 from Models.weak_label.model import Standardisation, build_weak_label_model
@@ -77,9 +78,21 @@ def prepare_data(config: dict) -> str:
     return prepare(out_dir=cache_folder(config["cache_dir"], **arguments), **arguments)
 
 
-def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
-    """Trains the joint model on the clips of `config`, scores its best model on the test clips
-    and returns the Sacred result: tagging metrics and event separation medians with counts."""
+@dataclass
+class ClipFeatures:
+    """The clips of a run with the model inputs of every split."""
+
+    clips: WeakLabelSet
+    splits: dict[str, list]  # split name -> its clips
+    labelled: dict[str, LabelledFeatures]  # split name -> model inputs and labels
+    settings: MelSettings
+    standardisation: Standardisation
+    num_frames: int
+
+
+def load_features(config: dict, log) -> ClipFeatures:
+    """The clips the config names (made by their recipe if need be) and their standardised
+    log-mel features, or mel energies for a PCEN front end, cut or padded to one length."""
     clips = load_clips(prepare_data(config))
     splits = {name: clips.split(name) for name in ("train", "valid", "test")}
     empty = [name for name, members in splits.items() if not members]
@@ -87,7 +100,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         raise ValueError(f"{os.path.join(clips.folder, 'labels.csv')} has no clips in split(s) {empty}: every "
                          "split (train, valid, test) needs clips.")
     log.info("Weak-label data in %s: %s; classes %s", clips.folder,
-              ", ".join(f"{len(members)} {name}" for name, members in splits.items()), ", ".join(clips.classes))
+             ", ".join(f"{len(members)} {name}" for name, members in splits.items()), ", ".join(clips.classes))
     settings = MelSettings(config["expected_sr"], config["num_fft"], config["num_hop"], config["num_mels"],
                            config["mel_fmin"], config["mel_fmax"], config["stft_window"])
     mels = {name: clip_mels([clip.mixture_path for clip in members], settings,
@@ -107,30 +120,38 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                                           np.ones(config["num_mels"], np.float32))
     labelled = {name: LabelledFeatures(inputs[name], np.stack([clip.labels for clip in splits[name]]))
                 for name in splits}
+    return ClipFeatures(clips, splits, labelled, settings, standardisation, num_frames)
 
+
+def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
+    """Trains the joint model on the clips of `config`, scores its best model on the test clips
+    and returns the Sacred result: tagging metrics and event separation medians with counts."""
+    data = load_features(config, log)
+    clips, splits, labelled, settings = data.clips, data.splits, data.labelled, data.settings
     tf.keras.utils.set_random_seed(seed)
-    model_spec = model_spec_of(config, len(clips.classes), num_frames)
+    model_spec = model_spec_of(config, len(clips.classes), data.num_frames)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
     joint = JointModel(build_weak_label_model(**model_spec), config["learning_rate"],
                        config["lr_decay_epochs"] * steps_per_epoch, config["lr_decay_factor"],
                        config["sparsity_weight"], config["jit_compile"])
     save_config(config, checkpoint_dir)
     tensorboard_dir = os.path.join(config["log_dir"], run_name)
-    data = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
-            "standardisation": {"mean": standardisation.mean, "std": standardisation.std},
-            "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
-            "mask_exponent": config["mask_exponent"]}
+    # what separation needs besides the model, in every checkpoint
+    description = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
+                   "standardisation": {"mean": data.standardisation.mean, "std": data.standardisation.std},
+                   "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
+                   "mask_exponent": config["mask_exponent"]}
 
     def log_epoch(stage, epoch, metrics):
         for name, value in metrics.items():
             run.log_scalar(f"valid.{name}", float(value), epoch)
 
     solver = WeakLabelSolver(joint, labelled["train"], labelled["valid"], clips.classes, checkpoint_dir,
-                             tensorboard_dir, model_spec, data, config["batch_size"], config["max_epochs"],
+                             tensorboard_dir, model_spec, description, config["batch_size"], config["max_epochs"],
                              config["patience"], config["selection_metric"], config["summary_every"], seed,
                              on_epoch_end=log_epoch)
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
-                      "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": data["data_folder"]})
+                     "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": description["data_folder"]})
     if config["resume"]:
         solver.restore(solver.checkpoint_path("last"))
         log.info("Resuming %s at epoch %d", checkpoint_dir, solver.progress.epoch)
@@ -140,13 +161,13 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
     run.info["results"] = {"test_tagging": test_tagging, "test_events": summary, "test_clips": events,
-                            "checkpoint": os.path.abspath(best)}
+                           "checkpoint": os.path.abspath(best)}
     overall = summary["all"]
     log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f; event SDR median %.2f dB (mixture %.2f, ideal binary "
-              "mask %.2f), %d of %d events missed", test_tagging.get("weighted_auc", np.nan),
-              test_tagging.get("mean_average_precision", np.nan), test_tagging.get("mean_eer", np.nan),
-              overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
-              overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"])
+             "mask %.2f), %d of %d events missed", test_tagging.get("weighted_auc", np.nan),
+             test_tagging.get("mean_average_precision", np.nan), test_tagging.get("mean_eer", np.nan),
+             overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
+             overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"])
     if config["save_best_artifact"]:
         run.add_artifact(best, "best.pkl")
     return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
