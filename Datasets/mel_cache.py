@@ -30,18 +30,23 @@ def clip_mels(paths: list[str], settings: MelSettings, cache_dir: str, num_worke
     folder = os.path.join(cache_dir, _key(astuple(settings), power))
     os.makedirs(folder, exist_ok=True)
 
-    def mel_of(path: str) -> np.ndarray:
+    def entry(path: str) -> str:
         status = os.stat(path)
-        cached = os.path.join(folder, _key(os.path.abspath(path), status.st_size, status.st_mtime_ns) + ".npy")
-        if os.path.exists(cached):
-            return np.load(cached)
+        return os.path.join(folder, _key(os.path.abspath(path), status.st_size, status.st_mtime_ns) + ".npy")
+
+    def compute(path: str) -> np.ndarray:
         mel = settings.mel(audio.read(path, sample_rate=settings.sample_rate, mono=True), power)
-        with atomic_open(cached) as output:
+        with atomic_open(entry(path)) as output:
             np.save(output, mel)
         return mel
 
+    entries = [entry(path) for path in paths]
+    missing = [path for path, cached in zip(paths, entries) if not os.path.exists(cached)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(num_workers, 1)) as pool:
-        return list(pool.map(mel_of, paths))
+        computed = dict(zip(missing, pool.map(compute, missing)))
+    # Cached entries are read here, in one thread: np.load parses each header with `ast`, which
+    # CPython 3.11 cannot do in two threads at once ("AST constructor recursion depth mismatch").
+    return [computed[path] if path in computed else np.load(cached) for path, cached in zip(paths, entries)]
 
 
 def fit_frames(spectrograms: list[np.ndarray], num_frames: int, fill: float) -> np.ndarray:

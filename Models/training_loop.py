@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import pickle
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
 import tensorflow as tf
@@ -91,10 +92,10 @@ class Validation:
     summary: str  # for the log line
 
 
-class TrainingLoop:
-    """Subclasses define `steps_per_epoch`, `train_step`, `validate`, `model_state` /
-    `load_model_state`, `best_weights` / `set_weights`, and may hook `start_stage`,
-    `start_epoch`, `end_epoch`, `improved` and `log_epoch`."""
+class TrainingLoop(ABC):
+    """Subclasses define `steps_per_epoch`, `train_step`, `validate`, `model_state`,
+    `load_model_state` and `load_best_weights`, and may hook `start_stage`, `start_epoch`,
+    `end_epoch`, `improved` and `log_epoch`."""
 
     remedy = "Lower the learning rate"  # what to change when a loss diverges
 
@@ -109,25 +110,25 @@ class TrainingLoop:
     # ---- what a method defines ---------------------------------------------------------------
     steps_per_epoch: int
 
+    @abstractmethod
     def train_step(self, stage: str) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimisation step; its losses as floats."""
 
+    @abstractmethod
     def validate(self, stage: str) -> Validation:
-        raise NotImplementedError
+        """The model on the validation data, after an epoch."""
 
+    @abstractmethod
     def model_state(self) -> dict:
         """Weights, optimisers and random states: everything but the loop's progress."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_model_state(self, state: dict) -> None:
-        raise NotImplementedError
+        """The inverse of `model_state`."""
 
-    def best_weights(self, state: dict):
-        """The weights to keep at the end of a stage, from its best checkpoint's state."""
-        raise NotImplementedError
-
-    def set_weights(self, weights) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def load_best_weights(self, state: dict) -> None:
+        """Puts the weights of a best checkpoint's `state` into the model, at the end of a stage."""
 
     def start_stage(self, stage: str) -> None:
         """Called when a stage starts (not when it resumes)."""
@@ -203,7 +204,7 @@ class TrainingLoop:
             if better:
                 self.save(self.best_name(stage))
             self.save("last")
-        self.set_weights(self.best_weights(self.read_best(stage)))
+        self.load_best_weights(self.read_best(stage))
         progress.completed_stages.append(stage)
         self.save("last")
 

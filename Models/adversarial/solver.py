@@ -85,11 +85,8 @@ class Solver(TrainingLoop):
             self.unpaired.set_state(state["unpaired_state"])
         self.initial_separator_weights = state["initial_separator"]
 
-    def best_weights(self, state: dict) -> list:
-        return state["separator"]
-
-    def set_weights(self, weights: list) -> None:
-        self.model.separator.set_weights(weights)
+    def load_best_weights(self, state: dict) -> None:
+        self.model.separator.set_weights(state["separator"])
 
     def best_validation_loss(self, phase: str) -> float:
         return -self.read_best(phase)["progress"]["best_score"]
@@ -100,7 +97,7 @@ class Solver(TrainingLoop):
             if self.semi_supervised_init == "scratch":  # the paper: same random start as phase 1
                 self.model.separator.set_weights(self.initial_separator_weights)
             elif os.path.exists(self.checkpoint_path(self.best_name("supervised"))):
-                self.model.separator.set_weights(self.best_weights(self.read_best("supervised")))
+                self.load_best_weights(self.read_best("supervised"))
 
     def train_step(self, phase: str) -> dict[str, float]:
         mixture, sources = self.paired.next_batch()

@@ -126,11 +126,8 @@ class WeakLabelSolver(TrainingLoop):
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
         self.detection_thresholds = state["detection_thresholds"]
 
-    def best_weights(self, state: dict) -> list:
-        return state["weights"]
-
-    def set_weights(self, weights: list) -> None:
-        self.joint.model.set_weights(weights)
+    def load_best_weights(self, state: dict) -> None:
+        self.joint.model.set_weights(state["weights"])
 
     # ---- training ----------------------------------------------------------------------
     def start_epoch(self) -> None:
