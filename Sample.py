@@ -1,6 +1,6 @@
 """Value types for one audio signal of a data set: a file on disk, or an explicit silence.
 
-A track of a separation data set is a triple (mixture, accompaniment, voice) of these.
+A track of a separation data set is a mixture and its named sources, each one of these.
 They only describe audio; reading it is `Datasets.audio`'s job (`Datasets.audio.info(path)`
 makes the Sample of a file from its header).
 """

@@ -60,7 +60,7 @@ class Database:
     name: str
     root: str
     tracks: tuple[Track, ...]
-    format: str = ""  # how tracks become (mixture, accompaniment, voice); defaults to the name
+    format: str = ""  # how tracks supply their mixture and stems (Datasets/conversions.py); defaults to the name
     source_file: str | None = None
 
     def __post_init__(self):
