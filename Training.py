@@ -8,9 +8,8 @@ configs/, the checks before a run, and the dispatch to the method's package.
     python Training.py with resume=checkpoints/<run> # continue an interrupted run
     python Training.py with weak_label_demo          # the weak-label method on its built-in demo
 
-method="adversarial" (Stoller et al. 2018, Models/adversarial/): the separator trains on paired
-data, then with one critic per source on unpaired data too. method="weak_label" (Kong et al.
-2018, Models/weak_label/): a mask model and a pooling classifier learn from clip labels only.
+method="adversarial" (Stoller et al. 2018, Models/adversarial/): a separator, then one critic per
+source. method="weak_label" (Kong et al. 2018, Models/weak_label/): masks from clip labels only.
 """
 from __future__ import annotations
 
@@ -82,6 +81,8 @@ def config():
     patience = 5  # epochs without validation improvement before a phase stops
     phases = ["supervised", "semi_supervised"]  # which phases to run, in order
     semi_supervised_init = "scratch"  # "scratch" (paper: same random start) or "supervised" (fine-tune)
+    distribution = "none"  # "none" (one device) or "mirrored" (all local GPUs, or `devices`): Models/distribution.py
+    devices = []  # for "mirrored": the devices of the replicas, e.g. ["/gpu:0", "/gpu:1"]
     jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
     mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
     validation_window_frames = 2048  # output frames per separator call on whole songs

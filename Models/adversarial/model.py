@@ -13,6 +13,7 @@ optimisers. Its two steps follow the paper:
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from Datasets.windows import WindowShapes
@@ -23,73 +24,112 @@ from Models.registry import SeparatorSpec
 PAPER_SEPARATOR = SeparatorSpec("unet", 257, ("accompaniment", "voice"), {"num_layers": 4, "base_filters": 16})
 
 
-def supervised_loss(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
-    """Sum over sources of the mean squared error in log1p space; targets are stacked last."""
-    return tf.add_n([tf.reduce_mean(tf.square(estimates[name][..., 0] - targets[..., index]))
+def supervised_losses(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
+    """Per example: the sum over sources of the mean squared error in log1p space; targets are
+    stacked last. (batch,)"""
+    return tf.add_n([tf.reduce_mean(tf.square(estimates[name][..., 0] - targets[..., index]), axis=[1, 2])
                      for index, name in enumerate(source_names)])
 
 
-def additivity_loss(mixture_input: tf.Tensor, estimates: dict, shapes: WindowShapes) -> tf.Tensor:
-    """MSE in linear magnitude between the mixture's output region and the sum of estimates."""
+def additivity_losses(mixture_input: tf.Tensor, estimates: dict, shapes: WindowShapes) -> tf.Tensor:
+    """Per example: the MSE in linear magnitude between the mixture's output region and the sum
+    of the estimates. (batch,)"""
     bins = (shapes.input_bins - shapes.output_bins) // 2
     frames = shapes.context_frames
     mixture = mixture_input[:, bins:bins + shapes.output_bins, frames:frames + shapes.output_frames, 0]
     total = tf.add_n([tf.math.expm1(estimate[..., 0]) for estimate in estimates.values()])
-    return tf.reduce_mean(tf.square(tf.math.expm1(mixture) - total))
+    return tf.reduce_mean(tf.square(tf.math.expm1(mixture) - total), axis=[1, 2])
 
 
-def one_sided_gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor,
-                               noise: tf.random.Generator) -> tf.Tensor:
-    """mean(max(||grad D(x_hat)|| - 1, 0)^2) on random interpolates of a shuffled real batch
-    and the fake batch (one epsilon per example). `noise` is a seeded generator whose state
-    is checkpointed, so a resumed run draws the same interpolates."""
-    batch_size = tf.shape(real)[0]
-    real = tf.gather(real, tf.argsort(noise.uniform([batch_size])))
-    epsilon = noise.uniform([batch_size, 1, 1, 1])
+def gradient_penalties(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor, epsilon: tf.Tensor) -> tf.Tensor:
+    """Per example: max(||grad D(x_hat)|| - 1, 0)^2, the one-sided penalty, at x_hat = epsilon *
+    real + (1 - epsilon) * fake. Reals and fakes are independent draws (solo recordings, and
+    estimates for other mixtures), so pairing them in batch order is a random pairing. (batch,)"""
+    epsilon = tf.reshape(epsilon, [-1, 1, 1, 1])
     interpolates = epsilon * real + (1.0 - epsilon) * fake
     with tf.GradientTape() as tape:
         tape.watch(interpolates)
         scores = critic(interpolates, training=True)
     gradients = tape.gradient(scores, interpolates)
     norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
-    return tf.reduce_mean(tf.square(tf.nn.relu(norms - 1.0)))
+    return tf.square(tf.nn.relu(norms - 1.0))
 
 
 class AdversarialSeparator:
-    """Separator, critics and optimisers, with the two compiled training steps."""
+    """Separator, critics and optimisers, with the two compiled training steps.
+
+    The steps run on every replica of `strategy` (tf.distribute; by default the one device
+    there is): each takes global batches, gives every replica its own slice, averages every
+    loss over the global batch (so gradients summed over replicas are those of the global mean)
+    and returns the global means. The penalty's interpolation weights are drawn per example
+    with the batches, from a seeded generator whose state is checkpointed."""
 
     def __init__(self, spec: SeparatorSpec = PAPER_SEPARATOR, num_frames: int = 64, critic_base_filters: int = 32,
                  critic_max_filters: int = 256, critic_dense_units: int = 32, supervised_lr: float = 5e-5,
                  semi_supervised_lr: float = 5e-5, critic_lr: float = 5e-5, alpha: float = 1e-3,
                  beta: float = 1e-3, lam: float = 10.0, num_disc: int = 5, seed: int = 0,
-                 jit_compile: bool = False, mixed_precision: bool = False):
+                 jit_compile: bool = False, mixed_precision: bool = False,
+                 strategy: tf.distribute.Strategy | None = None):
         """`spec` names the separator's architecture (Models/registry.py); its training windows
         predict at least `num_frames` frames."""
         self.spec = spec
         self.shapes = spec.geometry().windows(num_frames)
         self.source_names = spec.source_names
         self.alpha, self.beta, self.lam, self.num_disc = alpha, beta, lam, num_disc
-        self.noise = tf.random.Generator.from_seed(seed)
+        self.noise = np.random.default_rng([seed, 1])
+        self.strategy = strategy or tf.distribute.get_strategy()
         # float16 compute with float32 weights and loss scaling: a large speed-up on GPUs with
         # tensor cores, none on CPUs. The policy is global in Keras, so it is set either way.
         keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-        self.separator = spec.build()
-        self.critics = {name: build_critic(self.shapes, spec.num_bins, num_frames, critic_base_filters,
-                                           critic_max_filters, critic_dense_units, name=f"critic_{name}")
-                        for name in self.source_names}
-        def adam(learning_rate, name):
-            optimizer = keras.optimizers.Adam(learning_rate, name=name)
-            return keras.optimizers.LossScaleOptimizer(optimizer, name=name) if mixed_precision else optimizer
+        with self.strategy.scope():
+            self.separator = spec.build()
+            self.critics = {name: build_critic(self.shapes, spec.num_bins, num_frames, critic_base_filters,
+                                               critic_max_filters, critic_dense_units, name=f"critic_{name}")
+                            for name in self.source_names}
 
-        self.optimizers = {"supervised": adam(supervised_lr, "supervised"),
-                           "semi_supervised": adam(semi_supervised_lr, "semi_supervised"),
-                           **{f"critic_{name}": adam(critic_lr, f"critic_{name}") for name in self.source_names}}
-        for name, optimizer in self.optimizers.items():
-            model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
-            optimizer.build(model.trainable_variables)
-        self.supervised_step = tf.function(self._supervised_step, jit_compile=jit_compile)
-        self.separator_step = tf.function(self._separator_step, jit_compile=jit_compile)
-        self.critic_step = tf.function(self._critic_step, jit_compile=jit_compile)
+            def adam(learning_rate, name):
+                optimizer = keras.optimizers.Adam(learning_rate, name=name)
+                return keras.optimizers.LossScaleOptimizer(optimizer, name=name) if mixed_precision else optimizer
+
+            self.optimizers = {"supervised": adam(supervised_lr, "supervised"),
+                               "semi_supervised": adam(semi_supervised_lr, "semi_supervised"),
+                               **{f"critic_{name}": adam(critic_lr, f"critic_{name}") for name in self.source_names}}
+            for name, optimizer in self.optimizers.items():
+                model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
+                optimizer.build(model.trainable_variables)
+        self._steps = {name: tf.function(self._distributed(step, jit_compile))
+                       for name, step in (("supervised", self._supervised_step), ("critic", self._critic_step),
+                                          ("separator", self._separator_step))}
+
+    # ---- running on every replica ------------------------------------------------------------
+    def _distributed(self, replica_step, jit_compile: bool):
+        """The step on every replica's slice of the global batches, its metrics summed (each
+        replica's is already its share of the global mean)."""
+        replica_step = tf.function(replica_step, jit_compile=jit_compile)
+
+        def step(batches, global_batch):
+            metrics = self.strategy.run(replica_step, args=(batches, global_batch))
+            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in metrics.items()}
+        return step
+
+    def _per_replica(self, batches):
+        """Global numpy batches (any nesting) -> per-replica slices along the batch axis."""
+        global_batch = len(tf.nest.flatten(batches)[0])
+        replicas = self.strategy.num_replicas_in_sync
+        if global_batch % replicas:
+            raise ValueError(f"The global batch of {global_batch} examples does not divide among {replicas} "
+                             "replicas: choose a batch_size that is a multiple of the replica count.")
+        local = global_batch // replicas
+
+        def slice_for(context):
+            start = context.replica_id_in_sync_group * local
+            return tf.nest.map_structure(lambda batch: tf.constant(batch[start:start + local]), batches)
+        return self.strategy.experimental_distribute_values_from_function(slice_for), global_batch
+
+    def _run(self, name: str, *batches) -> dict:
+        distributed, global_batch = self._per_replica(batches)
+        return self._steps[name](distributed, global_batch)
 
     @staticmethod
     def _apply(optimizer, tape: tf.GradientTape, loss: tf.Tensor, variables: list) -> None:
@@ -98,26 +138,39 @@ class AdversarialSeparator:
         scale = optimizer.scale_loss(tf.ones_like(loss))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables, output_gradients=scale), variables))
 
-    def _supervised_step(self, mixture: tf.Tensor, sources: tf.Tensor) -> dict:
+    # ---- the steps ---------------------------------------------------------------------------
+    def supervised_step(self, mixture, sources) -> dict:
+        return self._run("supervised", mixture, sources)
+
+    def _supervised_step(self, batches, global_batch: int) -> dict:
+        mixture, sources = batches
         with tf.GradientTape() as tape:
-            loss = supervised_loss(self.separator(mixture, training=True), sources, self.source_names)
+            loss = tf.nn.compute_average_loss(
+                supervised_losses(self.separator(mixture, training=True), sources, self.source_names),
+                global_batch_size=global_batch)
         self._apply(self.optimizers["supervised"], tape, loss, self.separator.trainable_variables)
         return {"supervised_loss": loss}
 
-    def _critic_step(self, mixture: tf.Tensor, real_sources: tuple) -> dict:
+    def critic_step(self, mixture, real_sources) -> dict:
         """One Adam step per critic: real solo excerpts against estimates for unpaired mixtures."""
+        epsilon = self.noise.uniform(size=(len(mixture), len(self.source_names))).astype(np.float32)
+        return self._run("critic", mixture, tuple(real_sources), epsilon)
+
+    def _critic_step(self, batches, global_batch: int) -> dict:
+        mixture, real_sources, epsilon = batches
         fakes = self.separator(mixture, training=False)
         metrics = {}
-        for name, real in zip(self.source_names, real_sources):
+        for index, (name, real) in enumerate(zip(self.source_names, real_sources)):
             critic = self.critics[name]
             with tf.GradientTape() as tape:
-                wasserstein = tf.reduce_mean(critic(real, training=True)) - tf.reduce_mean(
-                    critic(fakes[name], training=True))
-                penalty = one_sided_gradient_penalty(critic, real, fakes[name], self.noise)
-                loss = -wasserstein + self.lam * penalty
-            self._apply(self.optimizers[f"critic_{name}"], tape, loss, critic.trainable_variables)
-            metrics.update({f"critic_loss/{name}": loss, f"wasserstein/{name}": wasserstein,
-                            f"gradient_penalty/{name}": penalty})
+                wasserstein = critic(real, training=True)[:, 0] - critic(fakes[name], training=True)[:, 0]
+                penalty = gradient_penalties(critic, real, fakes[name], epsilon[:, index])
+                losses = {"critic_loss": -wasserstein + self.lam * penalty, "wasserstein": wasserstein,
+                          "gradient_penalty": penalty}
+                losses = {key: tf.nn.compute_average_loss(value, global_batch_size=global_batch)
+                          for key, value in losses.items()}
+            self._apply(self.optimizers[f"critic_{name}"], tape, losses["critic_loss"], critic.trainable_variables)
+            metrics.update({f"{key}/{name}": value for key, value in losses.items()})
         return metrics
 
     def semi_supervised_step(self, mixture, sources, unpaired_batches: list) -> dict:
@@ -127,18 +180,25 @@ class AdversarialSeparator:
             raise ValueError(f"a semi-supervised step needs num_disc + 1 = {self.num_disc + 1} unpaired batches")
         metrics = {}
         for unpaired_mixture, real_sources in unpaired_batches[:-1]:
-            metrics = self.critic_step(unpaired_mixture, tuple(real_sources))
+            metrics = self.critic_step(unpaired_mixture, real_sources)
         return {**metrics, **self.separator_step(mixture, sources, unpaired_batches[-1][0])}
 
-    def _separator_step(self, mixture: tf.Tensor, sources: tf.Tensor, unpaired_mixture: tf.Tensor) -> dict:
+    def separator_step(self, mixture, sources, unpaired_mixture) -> dict:
         """The separator's half of a semi-supervised step."""
+        return self._run("separator", mixture, sources, unpaired_mixture)
+
+    def _separator_step(self, batches, global_batch: int) -> dict:
+        mixture, sources, unpaired_mixture = batches
         with tf.GradientTape() as tape:
-            sup = supervised_loss(self.separator(mixture, training=True), sources, self.source_names)
+            supervised = supervised_losses(self.separator(mixture, training=True), sources, self.source_names)
             estimates = self.separator(unpaired_mixture, training=True)
-            adversarial = -tf.add_n([tf.reduce_mean(self.critics[name](estimates[name], training=False))
+            adversarial = -tf.add_n([self.critics[name](estimates[name], training=False)[:, 0]
                                      for name in self.source_names])
-            additivity = additivity_loss(unpaired_mixture, estimates, self.shapes)
-            loss = sup + self.alpha * adversarial + self.beta * additivity
-        self._apply(self.optimizers["semi_supervised"], tape, loss, self.separator.trainable_variables)
-        return {"separator_loss": loss, "supervised_loss": sup, "adversarial_loss": adversarial,
-                "additivity_loss": additivity}
+            additivity = additivity_losses(unpaired_mixture, estimates, self.shapes)
+            losses = {"separator_loss": supervised + self.alpha * adversarial + self.beta * additivity,
+                      "supervised_loss": supervised, "adversarial_loss": adversarial, "additivity_loss": additivity}
+            losses = {key: tf.nn.compute_average_loss(value, global_batch_size=global_batch)
+                      for key, value in losses.items()}
+        self._apply(self.optimizers["semi_supervised"], tape, losses["separator_loss"],
+                    self.separator.trainable_variables)
+        return losses

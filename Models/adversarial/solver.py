@@ -66,7 +66,7 @@ class Solver(TrainingLoop):
         return {**self.description, "separator": model.separator.get_weights(),
                 "critics": {name: critic.get_weights() for name, critic in model.critics.items()},
                 "optimizers": {name: [v.numpy() for v in opt.variables] for name, opt in model.optimizers.items()},
-                "noise_state": model.noise.state.numpy(),
+                "noise_state": model.noise.bit_generator.state,
                 "paired_state": self.paired.get_state(),
                 "unpaired_state": self.unpaired.get_state() if self.unpaired is not None else None,
                 "initial_separator": self.initial_separator_weights}
@@ -79,7 +79,7 @@ class Solver(TrainingLoop):
         for name, values in state["optimizers"].items():
             for variable, value in zip(model.optimizers[name].variables, values):
                 variable.assign(value)
-        model.noise.state.assign(state["noise_state"])
+        model.noise.bit_generator.state = state["noise_state"]
         self.paired.set_state(state["paired_state"])
         if self.unpaired is not None and state["unpaired_state"] is not None:
             self.unpaired.set_state(state["unpaired_state"])

@@ -18,6 +18,7 @@ from Models.adversarial.model import AdversarialSeparator
 from Models.adversarial.solver import PHASES, AudioExample, Solver, ValidationSong
 from Models.checkpoint import load_separator, save_config, separator_description
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
+from Models.distribution import check_distribution, check_global_batch, make_strategy
 from Models.registry import SeparatorSpec, architecture
 from Models.scoring import evaluate_tracks, median_text, summarise
 from Models.separation import Separator
@@ -42,6 +43,7 @@ def check_config(config: dict) -> None:
     if set(config["phases"]) - set(PHASES) or not config["phases"]:
         raise ValueError(f"Config key `phases` must list some of {PHASES}, got {config['phases']!r}.")
     require_choices(config, {"semi_supervised_init": ("scratch", "supervised"), "split": SPLITS})
+    check_distribution(config["distribution"], config["devices"])
 
 
 def check_unet_config(config: dict) -> None:
@@ -72,6 +74,8 @@ def load_partitions(config: dict, log) -> Partitions:
 
 
 def build_model(config: dict, settings: SpectrogramSettings, seed: int) -> AdversarialSeparator:
+    strategy = make_strategy(config["distribution"], config["devices"])
+    check_global_batch(config["batch_size"], strategy)
     tf.keras.utils.set_random_seed(seed)
     return AdversarialSeparator(
         SeparatorSpec.from_config(config, settings.num_bins), num_frames=config["num_frames"],
@@ -79,7 +83,7 @@ def build_model(config: dict, settings: SpectrogramSettings, seed: int) -> Adver
         critic_dense_units=config["critic_dense_units"], supervised_lr=config["init_sup_sep_lr"],
         semi_supervised_lr=config["init_unsup_sep_lr"], critic_lr=config["init_disc_lr"], alpha=config["alpha"],
         beta=config["beta"], lam=config["lam"], num_disc=config["num_disc"], seed=seed,
-        jit_compile=config["jit_compile"], mixed_precision=config["mixed_precision"])
+        jit_compile=config["jit_compile"], mixed_precision=config["mixed_precision"], strategy=strategy)
 
 
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:

@@ -41,6 +41,9 @@ def check_config(config: dict) -> None:
     for key in ("sparsity_weight", "gwrp_decay"):
         if not 0 <= config[key] <= 1:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
+    if config["distribution"] != "none":
+        raise ValueError("Config key `distribution`: the weak-label method trains on one device for now; "
+                         "set distribution='none'.")
     threshold = config["detection_threshold"]
     if threshold != "validation_eer" and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                           or not 0 <= threshold <= 1):

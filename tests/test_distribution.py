@@ -1,0 +1,91 @@
+"""Training on several replicas with tf.distribute (Models/distribution.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from Models.distribution import check_global_batch, make_strategy
+
+
+def test_two_replicas_train_to_the_weights_of_one_device():
+    """One supervised step, one critic iteration and one semi-supervised separator step with
+    the gradient penalty: MirroredStrategy over two logical CPUs and global batch 4 against no
+    strategy and batch 4, from the same weights, batches and noise."""
+    completed = subprocess.run([sys.executable, os.path.join(REPO, "tests", "scripts", "replica_equivalence.py")],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(report) == {"supervised", "critic", "separator"}
+    for step, differences in report.items():
+        assert differences["relative_weight_difference"] < 1e-5, step
+        assert differences["loss_difference"] < 1e-5, step
+
+
+def test_a_mirrored_run_trains_and_scores(tiny_config):
+    from Training import ex
+
+    run = ex.run(config_updates=dict(tiny_config, distribution="mirrored", devices=["/cpu:0"], phases=["supervised"],
+                                     max_epochs=1))
+    assert run.status == "COMPLETED" and "voice_median_SDR" in run.result["supervised"]
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"distribution": "horovod"}, r"`distribution` must be one of \('none', 'mirrored'\)"),
+    ({"devices": ["/gpu:0"]}, "only distribution='mirrored' places replicas on named devices"),
+    ({"method": "weak_label", "distribution": "mirrored"}, "the weak-label method trains on one device for now"),
+])
+def test_bad_distribution_settings_are_refused_before_a_run(tiny_config, updates, message):
+    from Training import ex
+
+    with pytest.raises(ValueError, match=message):
+        ex.run(config_updates=dict(tiny_config, **updates))
+    assert not os.path.exists(tiny_config["run_dir"])
+
+
+def test_devices_that_do_not_exist_are_named_with_the_ones_that_do():
+    with pytest.raises(ValueError, match=r"\['/gpu:7'\] do not exist here; the devices are \['/cpu:0'"):
+        make_strategy("mirrored", ["/gpu:7"])
+
+
+def test_a_global_batch_that_does_not_divide_among_the_replicas():
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    check_global_batch(4, TwoReplicas())
+    with pytest.raises(ValueError, match=r"`batch_size` \(5\) is the global batch and must divide among the 2 "
+                                         "replicas: use a multiple of 2"):
+        check_global_batch(5, TwoReplicas())
+
+
+def test_checkpoints_move_between_one_device_and_several_replicas(tiny_config, monkeypatch):
+    """A run interrupted on replicas resumes on one device, and the other way round: checkpoints
+    hold plain weights and the streams' states, whatever the strategy."""
+    import glob
+    import pickle
+
+    from Models.adversarial import solver
+    from Training import ex
+
+    original_step = solver.Solver.train_step
+
+    def interrupted_in_the_second_epoch(self, phase):
+        if self.progress.epoch == 1 and self.progress.step_in_epoch == 1:
+            raise KeyboardInterrupt
+        return original_step(self, phase)
+
+    devices = {"mirrored": ["/cpu:0"], "none": []}
+    for first, then in (("mirrored", "none"), ("none", "mirrored")):
+        config = dict(tiny_config, phases=["supervised"], max_epochs=2, patience=5,
+                      model_base_dir=os.path.join(tiny_config["model_base_dir"], first))
+        monkeypatch.setattr(solver.Solver, "train_step", interrupted_in_the_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            ex.run(config_updates=dict(config, distribution=first, devices=devices[first]))
+        monkeypatch.setattr(solver.Solver, "train_step", original_step)
+        [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
+        resumed = ex.run(config_updates=dict(config, distribution=then, devices=devices[then], resume=run_folder))
+        assert resumed.status == "COMPLETED"
+        with open(os.path.join(run_folder, "last.pkl"), "rb") as handle:
+            assert pickle.load(handle)["progress"]["global_step"] == 2 * config["epoch_it"]
