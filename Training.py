@@ -103,6 +103,7 @@ def config():
     mask_dropout = None  # override the setting's dropout rate
     mask_blocks = None  # override the setting's number of blocks
     mask_activation = "sigmoid"  # "sigmoid" per class, or "softmax" over the classes plus background
+    synchronized_batch_norm = True  # batch statistics over all replicas' clips, as on one device
     classifier = "gwrp"  # mask -> clip probability: gwrp, max, average, dense, depthwise_cnn or gru
     gwrp_decay = 0.999  # d of global weighted rank pooling (1: average pooling, 0: max pooling)
     classifier_options = {}  # further options of the classifier (Models/weak_label/pooling.py)

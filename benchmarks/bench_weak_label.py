@@ -32,13 +32,14 @@ from Models.weak_label.solver import JointModel  # noqa: E402
 FRAMES, MELS, CLASSES = 126, 64, 3
 
 
-def build(classifier: str) -> keras.Model:
-    options = {"decay": 0.999} if classifier == "gwrp" else {}
-    return build_weak_label_model(MELS, CLASSES, {"setting": "thesis"}, classifier, options)
+def spec(classifier: str) -> dict:
+    """The arguments of build_weak_label_model at TUT shapes."""
+    return {"num_mels": MELS, "num_classes": CLASSES, "mask_options": {"setting": "thesis"},
+            "classifier_kind": classifier, "classifier_options": {"decay": 0.999} if classifier == "gwrp" else {}}
 
 
 def plain_fit(features, labels, classifier: str, jit_compile):
-    model = build(classifier)
+    model = build_weak_label_model(**spec(classifier))
     model.compile(keras.optimizers.Adam(1e-3), loss={"probabilities": "binary_crossentropy"},
                   jit_compile=jit_compile)
     dataset = tf.data.Dataset.from_tensors((features, {"probabilities": labels})).repeat()
@@ -51,7 +52,7 @@ def plain_fit(features, labels, classifier: str, jit_compile):
 
 
 def project_step(features, labels, classifier: str, jit_compile: bool):
-    joint = JointModel(build(classifier), 1e-3, jit_compile=jit_compile)
+    joint = JointModel(spec(classifier), 1e-3, jit_compile=jit_compile)
     return timed_loop(lambda: joint.train_step(features, labels)["loss"].numpy())
 
 
@@ -65,7 +66,7 @@ def main() -> None:
     features = tf.constant(rng.standard_normal((arguments.batch_size, FRAMES, MELS)).astype(np.float32))
     labels = tf.constant((rng.random((arguments.batch_size, CLASSES)) < 0.4).astype(np.float32))
     matmul = matmul_gflops()
-    mask_model = build(arguments.classifier).get_layer("mask_model")
+    mask_model = build_weak_label_model(**spec(arguments.classifier)).get_layer("mask_model")
     flops = 3 * forward_flops(mask_model, (FRAMES, MELS))
     print(f"machine: {matmul:.0f} GFLOP/s float32 matmul; mask model training step {flops / 1e9:.2f} GFLOP/example; "
           f"batch {arguments.batch_size}, classifier {arguments.classifier}")

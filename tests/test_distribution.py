@@ -11,14 +11,14 @@ from Models.distribution import check_global_batch, make_strategy
 
 
 def test_two_replicas_train_to_the_weights_of_one_device():
-    """One supervised step, one critic iteration and one semi-supervised separator step with
-    the gradient penalty: MirroredStrategy over two logical CPUs and global batch 4 against no
-    strategy and batch 4, from the same weights, batches and noise."""
+    """One supervised step, one critic iteration, one semi-supervised separator step with the
+    gradient penalty, and one weak-label step: MirroredStrategy over two logical CPUs against no
+    strategy, with the same global batch, weights and noise."""
     completed = subprocess.run([sys.executable, os.path.join(REPO, "tests", "scripts", "replica_equivalence.py")],
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert set(report) == {"supervised", "critic", "separator"}
+    assert set(report) == {"supervised", "critic", "separator", "weak_label"}
     for step, differences in report.items():
         assert differences["relative_weight_difference"] < 1e-5, step
         assert differences["loss_difference"] < 1e-5, step
@@ -32,10 +32,21 @@ def test_a_mirrored_run_trains_and_scores(tiny_config):
     assert run.status == "COMPLETED" and "voice_median_SDR" in run.result["supervised"]
 
 
+def test_a_mirrored_weak_label_run_trains_and_reports(tmp_path):
+    from Training import ex
+    from test_weak_label_training import TINY_DEMO
+
+    run = ex.run(config_updates=dict(
+        method="weak_label", weak_label_recipe="demo", recipe_options=TINY_DEMO, expected_sr=8000, num_fft=256,
+        num_hop=128, num_mels=16, mel_fmax=4000.0, mask_channels=8, mask_blocks=3, batch_size=8, max_epochs=1,
+        jit_compile=False, distribution="mirrored", devices=["/cpu:0"], run_dir=None,
+        model_base_dir=str(tmp_path / "checkpoints"), log_dir=str(tmp_path / "logs"), cache_dir=str(tmp_path / "cache")))
+    assert run.status == "COMPLETED" and "test_weighted_auc" in run.result["weak_label"]
+
+
 @pytest.mark.parametrize("updates, message", [
     ({"distribution": "horovod"}, r"`distribution` must be one of \('none', 'mirrored'\)"),
     ({"devices": ["/gpu:0"]}, "only distribution='mirrored' places replicas on named devices"),
-    ({"method": "weak_label", "distribution": "mirrored"}, "the weak-label method trains on one device for now"),
 ])
 def test_bad_distribution_settings_are_refused_before_a_run(tiny_config, updates, message):
     from Training import ex

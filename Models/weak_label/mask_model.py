@@ -56,13 +56,15 @@ def background_mask(masks):
     return 1.0 - keras.ops.clip(keras.ops.sum(masks, axis=-1), 0.0, 1.0)
 
 
-def _conv_block(features, filters: int, kernel_size: int, dropout: float, activation, name: str):
+def _conv_block(features, filters: int, kernel_size: int, dropout: float, activation, name: str,
+                synchronized: bool = False):
     features = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(features)
     # No bias: batch normalisation's offset takes its place.
     features = layers.Conv2D(filters, kernel_size, use_bias=False, name=f"{name}_conv")(features)
     # PyTorch's running-statistics rate (Keras momentum 0.9, not 0.99), as the original models were
     # trained with: weak-label training runs few steps, and 0.99 leaves inference-mode statistics stale.
-    features = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(features)
+    # `synchronized`: statistics over the global batch of all replicas, not each replica's slice.
+    features = layers.BatchNormalization(momentum=0.9, synchronized=synchronized, name=f"{name}_bn")(features)
     if dropout:
         features = layers.Dropout(dropout, name=f"{name}_dropout")(features)
     return activation(features)
@@ -70,7 +72,8 @@ def _conv_block(features, filters: int, kernel_size: int, dropout: float, activa
 
 def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", last_activation: str = "sigmoid",
                      channels: int | None = None, kernel_size: int | None = None, dropout: float | None = None,
-                     num_blocks: int | None = None, name: str = "mask_model") -> keras.Model:
+                     num_blocks: int | None = None, synchronized_batch_norm: bool = False,
+                     name: str = "mask_model") -> keras.Model:
     """(batch, None, num_mels) features -> (batch, None, num_mels, num_classes) masks."""
     if setting not in SETTINGS:
         raise ValueError(f"build_mask_model: unknown setting {setting!r}; choose one of {sorted(SETTINGS)}.")
@@ -92,13 +95,13 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
                          if last_activation == "sigmoid" else layers.Softmax(axis=-1, dtype="float32", name="softmax"))
     features = keras.Input((None, num_mels), name="features")
     maps = layers.Reshape((-1, num_mels, 1), name="add_channel")(features)
-    hidden = dict(filters=options["channels"], kernel_size=options["kernel_size"])
+    hidden = dict(filters=options["channels"], kernel_size=options["kernel_size"], synchronized=synchronized_batch_norm)
     if setting == "thesis":
         for block in range(options["num_blocks"] - 1):
             maps = _conv_block(maps, dropout=options["dropout"], name=f"block_{block}",
                                activation=layers.LeakyReLU(0.01, name=f"block_{block}_leaky"), **hidden)
         maps = _conv_block(maps, mask_maps, options["kernel_size"], 0.0, output_activation,
-                           f"block_{options['num_blocks'] - 1}")
+                           f"block_{options['num_blocks'] - 1}", synchronized_batch_norm)
     else:
         for block in range(options["num_blocks"]):
             maps = _conv_block(maps, dropout=0.0, name=f"block_{block}a",

@@ -21,46 +21,81 @@ import tensorflow as tf
 
 from Models.training_loop import TrainingLoop, Validation, write_scalars
 from Models.weak_label.tagging import equal_error_thresholds, tagging_metrics
-from Models.weak_label.model import WeakLabelPredictor, split_outputs
+from Models.weak_label.model import WeakLabelPredictor, build_weak_label_model, split_outputs
 
 SELECTION_METRICS = {"loss": -1.0, "weighted_auc": 1.0}  # metric -> sign of "better"
 
 
 class JointModel:
-    """The model with its optimiser and compiled training step.
+    """The model with its optimiser and compiled training step, built in the scope of `strategy`
+    (tf.distribute; by default the one device there is) from `model_spec`, the arguments of
+    `build_weak_label_model`.
 
     Loss: `(1 - w) BCE + w * mean |mask|` over absent (clip, class) pairs, w = sparsity_weight
     (0: plain BCE; Kong used 0.3). The learning rate halves (decay_factor) every
-    `decay_steps` steps, the thesis's step decay."""
+    `decay_steps` steps, the thesis's step decay. Under a strategy each replica trains on its
+    slice of the global batch, and every term is its share of the global batch's value."""
 
-    def __init__(self, model, learning_rate: float = 1e-3, decay_steps: int | None = None,
-                 decay_factor: float = 0.5, sparsity_weight: float = 0.0, jit_compile: bool = True):
+    def __init__(self, model_spec: dict, learning_rate: float = 1e-3, decay_steps: int | None = None,
+                 decay_factor: float = 0.5, sparsity_weight: float = 0.0, jit_compile: bool = True,
+                 strategy: tf.distribute.Strategy | None = None):
         import keras
 
-        self.model = model
-        schedule = learning_rate if not decay_steps else keras.optimizers.schedules.ExponentialDecay(
-            learning_rate, decay_steps=decay_steps, decay_rate=decay_factor, staircase=True)
-        self.optimizer = keras.optimizers.Adam(schedule)
-        self.optimizer.build(model.trainable_variables)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        with self.strategy.scope():
+            self.model = build_weak_label_model(**model_spec)
+            schedule = learning_rate if not decay_steps else keras.optimizers.schedules.ExponentialDecay(
+                learning_rate, decay_steps=decay_steps, decay_rate=decay_factor, staircase=True)
+            self.optimizer = keras.optimizers.Adam(schedule)
+            self.optimizer.build(self.model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
-        self.train_step = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
-        self.predict = WeakLabelPredictor(model).predict
+        replica_step = tf.function(self._replica_step, jit_compile=jit_compile, reduce_retracing=True)
 
-    def losses(self, labels, masks, probabilities) -> dict:
-        bce = tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[..., None], probabilities[..., None]))
+        def distributed_step(batch, global_batch):
+            losses = self.strategy.run(replica_step, args=(batch, global_batch))
+            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in losses.items()}
+        self._step = tf.function(distributed_step, reduce_retracing=True)
+        self.predict = WeakLabelPredictor(self.model).predict
+
+    def losses(self, labels, masks, probabilities, global_batch: int | None = None, absent_total=None) -> dict:
+        """The loss terms of a batch, or, given the global batch size and its number of absent
+        (clip, class) pairs, this batch's share of the global batch's terms."""
+        global_batch = global_batch or tf.shape(labels)[0]
         absent = 1.0 - labels
+        absent_total = tf.reduce_sum(absent) if absent_total is None else absent_total
+        bce = tf.nn.compute_average_loss(
+            tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[..., None], probabilities[..., None]), axis=1),
+            global_batch_size=global_batch)
         mask_means = tf.reduce_mean(tf.abs(masks), axis=(1, 2))  # (batch, classes)
-        sparsity = tf.reduce_sum(mask_means * absent) / tf.maximum(tf.reduce_sum(absent), 1.0)
+        sparsity = tf.reduce_sum(mask_means * absent) / tf.maximum(absent_total, 1.0)
         loss = (1.0 - self.sparsity_weight) * bce + self.sparsity_weight * sparsity
         return {"loss": loss, "bce": bce, "sparsity": sparsity}
 
-    def _train_step(self, features, labels):
+    def _replica_step(self, batch, global_batch: int):
+        features, labels = batch
+        # the sparsity term normalises by the absent pairs of the whole global batch
+        absent_total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                       tf.reduce_sum(1.0 - labels))
         with tf.GradientTape() as tape:
             masks, probabilities = split_outputs(self.model(features, training=True))
-            losses = self.losses(labels, masks, probabilities)
+            losses = self.losses(labels, masks, probabilities, global_batch, absent_total)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(losses["loss"], variables), variables))
         return losses
+
+    def train_step(self, features: np.ndarray, labels: np.ndarray) -> dict:
+        """One step on a global batch, each replica on its slice; the global batch's loss terms.
+        A batch is cut to a multiple of the replica count (an epoch's last one may need it)."""
+        replicas = self.strategy.num_replicas_in_sync
+        local = len(labels) // replicas
+        if local == 0:
+            raise ValueError(f"A batch of {len(labels)} clips cannot feed {replicas} replicas.")
+
+        def slice_for(context):
+            start = context.replica_id_in_sync_group * local
+            return tf.constant(features[start:start + local]), tf.constant(labels[start:start + local])
+        return self._step(self.strategy.experimental_distribute_values_from_function(slice_for), local * replicas)
 
     @property
     def learning_rate(self) -> float:

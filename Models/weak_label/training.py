@@ -15,7 +15,8 @@ from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
-from Models.weak_label.model import Standardisation, build_weak_label_model
+from Models.distribution import check_distribution, check_global_batch, make_strategy
+from Models.weak_label.model import Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
 from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
@@ -23,7 +24,8 @@ from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeat
 # Keys that shape the networks, their features or their data: a run resumes only with the same values.
 RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
                "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks", "mask_activation",
-               "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe", "data_root", "recipe_options")
+               "synchronized_batch_norm", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
+               "data_root", "recipe_options")
 
 
 def check_config(config: dict) -> None:
@@ -41,9 +43,7 @@ def check_config(config: dict) -> None:
     for key in ("sparsity_weight", "gwrp_decay"):
         if not 0 <= config[key] <= 1:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
-    if config["distribution"] != "none":
-        raise ValueError("Config key `distribution`: the weak-label method trains on one device for now; "
-                         "set distribution='none'.")
+    check_distribution(config["distribution"], config["devices"])
     threshold = config["detection_threshold"]
     if threshold != "validation_eer" and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                           or not 0 <= threshold <= 1):
@@ -67,7 +67,8 @@ def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
     return {"num_mels": config["num_mels"], "num_classes": num_classes,
             "mask_options": {"setting": config["mask_setting"], "last_activation": config["mask_activation"],
                              "channels": config["mask_channels"], "kernel_size": config["mask_kernel_size"],
-                             "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"]},
+                             "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"],
+                             "synchronized_batch_norm": config["synchronized_batch_norm"]},
             "classifier_kind": config["classifier"], "classifier_options": classifier_options,
             "pcen_options": pcen_options[config["front_end"]]}
 
@@ -134,9 +135,10 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     tf.keras.utils.set_random_seed(seed)
     model_spec = model_spec_of(config, len(clips.classes), data.num_frames)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
-    joint = JointModel(build_weak_label_model(**model_spec), config["learning_rate"],
-                       config["lr_decay_epochs"] * steps_per_epoch, config["lr_decay_factor"],
-                       config["sparsity_weight"], config["jit_compile"])
+    strategy = make_strategy(config["distribution"], config["devices"])
+    check_global_batch(config["batch_size"], strategy)
+    joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
+                       config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy)
     save_config(config, checkpoint_dir)
     tensorboard_dir = os.path.join(config["log_dir"], run_name)
     # what separation needs besides the model, in every checkpoint

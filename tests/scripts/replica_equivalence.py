@@ -1,8 +1,9 @@
 """Run by tests/test_distribution.py in a process of its own, since logical devices must be set
-up before TensorFlow starts: one supervised step, one critic iteration and one semi-supervised
-separator step on one device (no strategy) and on two replicas (MirroredStrategy over two
-logical CPUs), from the same weights, batches and noise. Prints the largest relative weight
-difference after each step, as JSON."""
+up before TensorFlow starts: one supervised step, one critic iteration, one semi-supervised
+separator step and one weak-label step on one device (no strategy) and on two replicas
+(MirroredStrategy over two logical CPUs), from the same weights, batches and noise (the
+weak-label model without dropout, with synchronized batch normalisation). Prints the largest
+relative weight difference and loss difference after each step, as JSON."""
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 from Models.adversarial.model import AdversarialSeparator  # noqa: E402
 from Models.registry import SeparatorSpec  # noqa: E402
+from Models.weak_label.solver import JointModel  # noqa: E402
 
 SPEC = SeparatorSpec("unet", 33, ("accompaniment", "voice"), {"num_layers": 2, "base_filters": 4})
 BATCH = 4
@@ -45,7 +47,12 @@ def weights(model):
     return [w.numpy() for w in model.separator.weights] + [w.numpy() for c in model.critics.values() for w in c.weights]
 
 
-single, mirrored = model(None), model(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+def relative_difference(first, second):
+    return max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12)) for a, b in zip(first, second))
+
+
+TWO_CPUS = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+single, mirrored = model(None), model(TWO_CPUS)
 assert mirrored.strategy.num_replicas_in_sync == 2
 (mixture, sources), unpaired = batches(single.shapes)
 report = {}
@@ -59,8 +66,20 @@ for step in ("supervised", "critic", "separator"):
         else:
             metrics = candidate.separator_step(mixture, sources, unpaired[1][0])
         losses.append({name: float(value) for name, value in metrics.items()})
-    difference = max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
-                     for a, b in zip(weights(single), weights(mirrored)))
-    report[step] = {"relative_weight_difference": difference,
+    report[step] = {"relative_weight_difference": relative_difference(weights(single), weights(mirrored)),
                     "loss_difference": max(abs(losses[0][k] - losses[1][k]) for k in losses[0])}
+WEAK_LABEL_SPEC = {"num_mels": 16, "num_classes": 3, "classifier_kind": "gwrp", "classifier_options": {"decay": 0.9},
+                   "mask_options": {"setting": "thesis", "channels": 4, "num_blocks": 2, "dropout": 0.0,
+                                    "synchronized_batch_norm": True}}
+rng = np.random.default_rng(2)
+features = rng.standard_normal((8, 20, 16)).astype(np.float32)
+labels = (rng.random((8, 3)) < 0.4).astype(np.float32)
+joints, losses = [], []
+for strategy in (None, TWO_CPUS):
+    keras.utils.set_random_seed(0)
+    joint = JointModel(WEAK_LABEL_SPEC, 1e-2, sparsity_weight=0.3, jit_compile=False, strategy=strategy)
+    losses.append({name: float(value) for name, value in joint.train_step(features, labels).items()})
+    joints.append([w.numpy() for w in joint.model.weights])
+report["weak_label"] = {"relative_weight_difference": relative_difference(*joints),
+                        "loss_difference": max(abs(losses[0][k] - losses[1][k]) for k in losses[0])}
 print(json.dumps(report))
