@@ -26,6 +26,7 @@ from sacred import SETTINGS, Experiment  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 import tracking.observers  # noqa: E402
+from Models.distribution import is_chief  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # The package of each method: its RESUME_KEYS, check_config(config) and train(config, run, log,
@@ -81,8 +82,9 @@ def config():
     patience = 5  # epochs without validation improvement before a phase stops
     phases = ["supervised", "semi_supervised"]  # which phases to run, in order
     semi_supervised_init = "scratch"  # "scratch" (paper: same random start) or "supervised" (fine-tune)
-    distribution = "none"  # "none" (one device) or "mirrored" (all local GPUs, or `devices`): Models/distribution.py
+    distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py
     devices = []  # for "mirrored": the devices of the replicas, e.g. ["/gpu:0", "/gpu:1"]
+    collective_timeout = 300.0  # seconds a worker waits for the others before it stops with an error
     jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
     mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
     validation_window_frames = 2048  # output frames per separator call on whole songs
@@ -133,6 +135,7 @@ for _path in sorted(os.listdir(CONFIG_DIR)):
 
 
 def method_package(config: dict):
+    """The package of the config's method (see METHODS)."""
     if config["method"] not in METHODS:
         raise ValueError(f"Config key `method` must be one of {tuple(METHODS)}, got {config['method']!r}.")
     return importlib.import_module(METHODS[config["method"]])
@@ -167,7 +170,8 @@ def check_resumable(run_folder: str, config: dict) -> None:
                          "Resume with the same settings, or start a new run.")
 
 
-tracking.observers.install(ex, commands=("main",), check_config=check_before_run)
+tracking.observers.install(ex, commands=("main",), check_config=check_before_run,
+                           records=lambda config: is_chief(config["distribution"]))
 
 
 @ex.main

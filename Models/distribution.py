@@ -1,17 +1,34 @@
-"""The tf.distribute strategy a config asks for (`distribution`, `devices`).
+"""The tf.distribute strategy a config asks for (`distribution`, `devices`), and a launcher of
+local workers.
 
-    "none"      one device, TensorFlow's default placement (a GPU when there is one)
-    "mirrored"  MirroredStrategy over all local GPUs (the CPU without one), or over the devices
-                listed in `devices`
+    "none"          one device, TensorFlow's default placement (a GPU when there is one)
+    "mirrored"      MirroredStrategy over all local GPUs (the CPU without one), or over the
+                    devices listed in `devices`
+    "multi_worker"  MultiWorkerMirroredStrategy: every worker runs the same command, and the
+                    cluster and this process's place in it come from the TF_CONFIG environment
+                    variable, as TensorFlow documents. Worker 0 is the chief: only it writes
+                    checkpoints, TensorBoard events, Sacred records and test reports.
 
 `batch_size` stays the global batch: every step splits it among the replicas, which must
-divide it.
+divide it. A collective operation that waits longer than `collective_timeout` seconds (a
+worker died) stops the others with an error instead of a hang.
+
+    python -m Models.distribution --workers 2 Training.py with demo distribution=multi_worker
 """
 from __future__ import annotations
 
-import tensorflow as tf
+import argparse
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 
-DISTRIBUTIONS = ("none", "mirrored")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+
+log = logging.getLogger(__name__)
 
 
 def check_distribution(distribution: str, devices: list[str]) -> None:
@@ -21,12 +38,46 @@ def check_distribution(distribution: str, devices: list[str]) -> None:
     if devices and distribution != "mirrored":
         raise ValueError(f"Config key `devices` lists {devices}, but only distribution='mirrored' places replicas on "
                          "named devices.")
+    if distribution == "multi_worker":
+        cluster()
 
 
-def make_strategy(distribution: str, devices: list[str]) -> tf.distribute.Strategy:
+def cluster() -> dict:
+    """TF_CONFIG, checked: a cluster of workers, and this process's task in it."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError("distribution='multi_worker' needs the TF_CONFIG environment variable: JSON with "
+                         "\"cluster\": {\"worker\": [\"host:port\", ...]} and \"task\": {\"type\": \"worker\", "
+                         "\"index\": N} for this process (README, 'Train on several GPUs or machines'; "
+                         "python -m Models.distribution starts local workers with it).")
+    try:
+        config = json.loads(raw)
+        workers, task = config["cluster"]["worker"], config["task"]
+        valid = task["type"] == "worker" and 0 <= task["index"] < len(workers)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG is not usable ({error!r}): it needs \"cluster\": {{\"worker\": [...]}} and "
+                         f"\"task\": {{\"type\": \"worker\", \"index\": N}}; got {raw}") from error
+    if not valid:
+        raise ValueError(f"TF_CONFIG's task {task} is not one of the {len(workers)} workers of its cluster.")
+    return config
+
+
+def is_chief(distribution: str) -> bool:
+    """Whether this process writes: always, but for the workers other than 0 of a multi_worker run."""
+    return distribution != "multi_worker" or cluster()["task"]["index"] == 0
+
+
+def make_strategy(distribution: str, devices: list[str], collective_timeout: float = 300.0):
+    """The tf.distribute.Strategy of the config (TensorFlow is imported only here, so that the
+    checks above stay cheap)."""
+    import tensorflow as tf
+
     check_distribution(distribution, devices)
     if distribution == "none":
         return tf.distribute.get_strategy()
+    if distribution == "multi_worker":
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if devices:
         known = {_normalised(device.name) for device in tf.config.list_logical_devices()}
         unknown = [device for device in devices if _normalised(device) not in known]
@@ -42,8 +93,65 @@ def _normalised(device: str) -> str:
     return "/" + device.lower().rsplit("/", 1)[-1].replace("device:", "")
 
 
-def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+def xla_allowed(strategy, jit_compile: bool) -> bool:
+    """Whether the steps may be XLA-compiled under `strategy`: TensorFlow's XLA cannot compile
+    the gradient all-reduce between CPU replicas, so several CPU replicas run without it."""
+    cpu_replicas = strategy.num_replicas_in_sync > 1 and any(
+        "CPU" in device.upper() for device in strategy.extended.worker_devices)
+    if jit_compile and cpu_replicas:
+        log.warning("jit_compile=True: XLA cannot compile collectives between CPU replicas, so the training steps "
+                    "of this run are compiled without it.")
+    return jit_compile and not cpu_replicas
+
+
+def check_global_batch(batch_size: int, strategy) -> None:
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise ValueError(f"Config key `batch_size` ({batch_size}) is the global batch and must divide among the "
                          f"{replicas} replicas: use a multiple of {replicas}.")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_local_workers(workers: int, command: list[str]) -> int:
+    """Runs `python COMMAND` in `workers` processes on this machine, each with the TF_CONFIG of
+    its place in a loopback cluster. When one fails, the others are stopped (they would wait
+    for it); returns the first non-zero exit status, or 0."""
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
+    processes = [subprocess.Popen([sys.executable, *command], env={**os.environ, "TF_CONFIG": json.dumps(
+        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})})
+        for index in range(workers)]
+    running = list(processes)
+    while running:
+        for process in list(running):
+            if process.poll() is None:
+                continue
+            running.remove(process)
+            if process.returncode:
+                print(f"Worker {processes.index(process)} exited with status {process.returncode}; stopping the "
+                      "others.", file=sys.stderr)
+                for other in running:
+                    other.terminate()
+                for other in running:
+                    other.wait()
+                return process.returncode
+        time.sleep(0.2)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Start a multi_worker training as local worker processes.")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="e.g. Training.py with demo distribution=multi_worker")
+    arguments = parser.parse_args(argv)
+    if not arguments.command:
+        parser.error("name the command, e.g. Training.py with demo distribution=multi_worker")
+    sys.exit(launch_local_workers(arguments.workers, arguments.command))
+
+
+if __name__ == "__main__":
+    main()

@@ -100,12 +100,15 @@ class TrainingLoop(ABC):
     remedy = "Lower the learning rate"  # what to change when a loss diverges
 
     def __init__(self, checkpoint_dir: str, log_dir: str, max_epochs: int, patience: int, summary_every: int,
-                 on_epoch_end=None):
+                 on_epoch_end=None, chief: bool = True):
+        """Only the `chief` (of several workers training together) writes checkpoints and
+        TensorBoard events; every worker keeps each stage's best state in memory."""
         self.checkpoint_dir, self.max_epochs, self.patience = checkpoint_dir, max_epochs, patience
-        self.summary_every = summary_every
+        self.summary_every, self.chief = summary_every, chief
         self.on_epoch_end = on_epoch_end or (lambda stage, epoch, scalars: None)
-        self.writer = tf.summary.create_file_writer(log_dir)
+        self.writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
         self.progress = Progress()
+        self._best_states: dict[str, dict] = {}
 
     # ---- what a method defines ---------------------------------------------------------------
     steps_per_epoch: int
@@ -152,11 +155,14 @@ class TrainingLoop(ABC):
     def checkpoint_path(self, name: str) -> str:
         return os.path.join(self.checkpoint_dir, f"{name}.pkl")
 
+    def state(self) -> dict:
+        return {**self.model_state(), "progress": asdict(self.progress)}
+
     def save(self, name: str = "last") -> str:
         path = self.checkpoint_path(name)
-        with atomic_open(path) as output:
-            pickle.dump({**self.model_state(), "progress": asdict(self.progress)}, output,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+        if self.chief:
+            with atomic_open(path) as output:
+                pickle.dump(self.state(), output, protocol=pickle.HIGHEST_PROTOCOL)
         return path
 
     def restore(self, path: str) -> None:
@@ -165,7 +171,13 @@ class TrainingLoop(ABC):
         self.load_model_state(state)
         self.progress = Progress(**state["progress"])
 
+    def has_best(self, stage: str) -> bool:
+        return stage in self._best_states or os.path.exists(self.checkpoint_path(self.best_name(stage)))
+
     def read_best(self, stage: str) -> dict:
+        """The best state of `stage`: kept in memory, or from its checkpoint in a resumed run."""
+        if stage in self._best_states:
+            return self._best_states[stage]
         with open(self.checkpoint_path(self.best_name(stage)), "rb") as handle:
             return pickle.load(handle)
 
@@ -202,6 +214,7 @@ class TrainingLoop(ABC):
             log.info("%s epoch %d: %s%s", stage, progress.epoch, validation.summary,
                      " (best)" if better else f" ({progress.epochs_without_improvement} without improvement)")
             if better:
+                self._best_states[stage] = self.state()
                 self.save(self.best_name(stage))
             self.save("last")
         self.load_best_weights(self.read_best(stage))

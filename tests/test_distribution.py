@@ -45,7 +45,7 @@ def test_a_mirrored_weak_label_run_trains_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("updates, message", [
-    ({"distribution": "horovod"}, r"`distribution` must be one of \('none', 'mirrored'\)"),
+    ({"distribution": "horovod"}, r"`distribution` must be one of \('none', 'mirrored', 'multi_worker'\)"),
     ({"devices": ["/gpu:0"]}, "only distribution='mirrored' places replicas on named devices"),
 ])
 def test_bad_distribution_settings_are_refused_before_a_run(tiny_config, updates, message):
@@ -100,3 +100,56 @@ def test_checkpoints_move_between_one_device_and_several_replicas(tiny_config, m
         assert resumed.status == "COMPLETED"
         with open(os.path.join(run_folder, "last.pkl"), "rb") as handle:
             assert pickle.load(handle)["progress"]["global_step"] == 2 * config["epoch_it"]
+
+
+def test_two_local_workers_train_once_and_score_as_one_process(tiny_config, tmp_path):
+    """A multi_worker run of two processes on 127.0.0.1, started by the launcher: one run is
+    recorded, one set of checkpoints and TensorBoard events is written (by the chief), and its
+    test scores equal those of the same run in one process."""
+    from Training import ex
+
+    config = dict(tiny_config, phases=["supervised"], max_epochs=2)
+    workers = dict(config, distribution="multi_worker", **{key: str(tmp_path / "workers" / key) for key in
+                                                           ("run_dir", "model_base_dir", "log_dir")})
+    arguments = ["Training.py", "with", *(f"{key}={value!r}" for key, value in workers.items())]
+    completed = subprocess.run([sys.executable, "-m", "Models.distribution", "--workers", "2", *arguments], cwd=REPO,
+                               capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [run_id] = [name for name in os.listdir(workers["run_dir"]) if name != "_sources"]
+    assert len(os.listdir(workers["model_base_dir"])) == 1 and len(os.listdir(workers["log_dir"])) == 1
+    with open(os.path.join(workers["run_dir"], run_id, "run.json")) as handle:
+        distributed = json.load(handle)["result"]["supervised"]
+    single = ex.run(config_updates=config).result["supervised"]
+    assert distributed.keys() == single.keys()
+    for key, value in single.items():
+        assert distributed[key] == pytest.approx(value, abs=0.02), key
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{not json", "TF_CONFIG is not usable"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+     "is not one of the 1 workers of its cluster"),
+])
+def test_multi_worker_without_a_valid_tf_config_is_refused_before_a_run(tiny_config, monkeypatch, tf_config, message):
+    from Training import ex
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=message):
+        ex.run(config_updates=dict(tiny_config, distribution="multi_worker"))
+    assert not os.path.exists(tiny_config["run_dir"])
+
+
+def test_the_launcher_stops_the_other_workers_when_one_fails():
+    import time
+
+    from Models.distribution import launch_local_workers
+
+    waits_unless_first = ("import json, os, sys, time; index = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+                          "sys.exit(3) if index == 1 else time.sleep(120)")
+    start = time.monotonic()
+    assert launch_local_workers(2, ["-c", waits_unless_first]) == 3
+    assert time.monotonic() - start < 60

@@ -135,9 +135,12 @@ def test_semi_supervised_step_updates_each_critic_num_disc_times_and_the_separat
         model.semi_supervised_step(unpaired[0][0], None, unpaired[:2])
 
 
-def test_mixed_precision_steps_train_in_float16_with_float32_outputs():
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_mixed_precision_steps_train_in_float16_with_float32_outputs(mirrored):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mirrored else None
     try:
-        model = AdversarialSeparator(**TINY, num_disc=1, supervised_lr=1e-2, seed=4, mixed_precision=True)
+        model = AdversarialSeparator(**TINY, num_disc=1, supervised_lr=1e-2, seed=4, mixed_precision=True,
+                                     strategy=strategy)
         shapes, rng = model.shapes, np.random.default_rng(5)
         mixture = rng.uniform(0, 1, (2, shapes.input_bins, shapes.input_frames, 1)).astype(np.float32)
         sources = rng.uniform(0, 0.5, (2, shapes.output_bins, shapes.output_frames, 2)).astype(np.float32)

@@ -201,7 +201,7 @@ def test_ctrl_c_prints_the_resume_command_without_a_traceback(tiny_config, tmp_p
     """Case 6: Ctrl-C in the middle of an epoch saves the checkpoint and prints one line naming
     it and the exact command that continues the run; no traceback, exit status 130."""
     config = dict(tiny_config, epoch_it=100_000, phases=["supervised"])
-    arguments = ["Training.py", "with", *(f"{key}={json.dumps(value)}" for key, value in config.items())]
+    arguments = ["Training.py", "with", *(f"{key}={value!r}" for key, value in config.items())]
     process = subprocess.Popen([sys.executable, "-u", *arguments], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     output = []
@@ -211,9 +211,10 @@ def test_ctrl_c_prints_the_resume_command_without_a_traceback(tiny_config, tmp_p
     while b"supervised_loss=" not in b"".join(output) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # until the epoch's progress bar shows a loss: steps are being taken
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
+    status = process.wait(timeout=120)
     reader.join(timeout=10)
     text = b"".join(output).decode()
+    assert status == 130, text[-3000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
     checkpoint = os.path.join(run_folder, "last.pkl")

@@ -87,10 +87,10 @@ def database_name(url: str) -> str:
     return "sacred"
 
 
-def install(ex: Experiment, commands: tuple[str, ...], check_config=None) -> None:
-    """Observer hooks for `ex`; only runs of `commands` are recorded. `check_config(config,
-    command_name)` runs before any observer is attached, so that a config it rejects never
-    opens a run in any store."""
+def install(ex: Experiment, commands: tuple[str, ...], check_config=None, records=None) -> None:
+    """Observer hooks for `ex`; only runs of `commands` are recorded, and only where
+    `records(config)` (the chief of several workers). `check_config(config, command_name)` runs
+    before any observer is attached, so that a config it rejects never opens a run in any store."""
     options_of_run: list[dict] = [{}]
     from_config: list[RunObserver] = []
 
@@ -106,7 +106,8 @@ def install(ex: Experiment, commands: tuple[str, ...], check_config=None) -> Non
         from_config.clear()
         # An unreachable server fails first, within seconds (checking the config may import
         # TensorFlow); nothing is recorded before the config has passed its check.
-        observers = _observers_for(config, logger) if command_name in commands else []
+        recorded = command_name in commands and (records is None or records(config))
+        observers = _observers_for(config, logger) if recorded else []
         if check_config is not None:
             check_config(config, command_name)
         from_config.extend(observers)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from Datasets.windows import WindowShapes
 from Models.adversarial.critic import build_critic
+from Models.distribution import xla_allowed
 from Models.registry import SeparatorSpec
 
 # The paper's separator: a 4-level U-Net with 16 base filters over the 257 bins of n_fft 512.
@@ -97,6 +98,7 @@ class AdversarialSeparator:
             for name, optimizer in self.optimizers.items():
                 model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
                 optimizer.build(model.trainable_variables)
+        jit_compile = xla_allowed(self.strategy, jit_compile)
         self._steps = {name: tf.function(self._distributed(step, jit_compile))
                        for name, step in (("supervised", self._supervised_step), ("critic", self._critic_step),
                                           ("separator", self._separator_step))}

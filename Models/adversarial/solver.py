@@ -9,7 +9,6 @@ rebuilds the separator (`description`, Models/checkpoint.py).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,10 +49,10 @@ class Solver(TrainingLoop):
                  validation: list[ValidationSong], checkpoint_dir: str, log_dir: str, epoch_it: int = 1000,
                  max_epochs: int = 100, patience: int = 5, summary_every: int = 10,
                  validation_window_frames: int = 1024, semi_supervised_init: str = "scratch",
-                 example: AudioExample | None = None, on_epoch_end=None):
+                 example: AudioExample | None = None, on_epoch_end=None, chief: bool = True):
         """`separation` applies `model.separator` to whole songs for validation and the example;
         `description` (Models.checkpoint.separator_description) goes into every checkpoint."""
-        super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end)
+        super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end, chief)
         self.model, self.paired, self.unpaired, self.validation = model, paired, unpaired, validation
         self.separation, self.description = separation, description
         self.steps_per_epoch, self.validation_window_frames = epoch_it, validation_window_frames
@@ -96,7 +95,7 @@ class Solver(TrainingLoop):
         if phase == "semi_supervised":
             if self.semi_supervised_init == "scratch":  # the paper: same random start as phase 1
                 self.model.separator.set_weights(self.initial_separator_weights)
-            elif os.path.exists(self.checkpoint_path(self.best_name("supervised"))):
+            elif self.has_best("supervised"):
                 self.load_best_weights(self.read_best("supervised"))
 
     def train_step(self, phase: str) -> dict[str, float]:

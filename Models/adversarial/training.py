@@ -18,7 +18,7 @@ from Models.adversarial.model import AdversarialSeparator
 from Models.adversarial.solver import PHASES, AudioExample, Solver, ValidationSong
 from Models.checkpoint import load_separator, save_config, separator_description
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
-from Models.distribution import check_distribution, check_global_batch, make_strategy
+from Models.distribution import check_distribution, check_global_batch, is_chief, make_strategy
 from Models.registry import SeparatorSpec, architecture
 from Models.scoring import evaluate_tracks, median_text, summarise
 from Models.separation import Separator
@@ -74,7 +74,7 @@ def load_partitions(config: dict, log) -> Partitions:
 
 
 def build_model(config: dict, settings: SpectrogramSettings, seed: int) -> AdversarialSeparator:
-    strategy = make_strategy(config["distribution"], config["devices"])
+    strategy = make_strategy(config["distribution"], config["devices"], config["collective_timeout"])
     check_global_batch(config["batch_size"], strategy)
     tf.keras.utils.set_random_seed(seed)
     return AdversarialSeparator(
@@ -112,7 +112,9 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         for name, value in metrics.items():
             run.log_scalar(f"{phase}.{name}", float(value), epoch)
 
-    save_config(config, checkpoint_dir)
+    chief = is_chief(config["distribution"])
+    if chief:
+        save_config(config, checkpoint_dir)
     tensorboard_dir = os.path.join(config["log_dir"], run_name)
     example = None
     if partitions.valid:
@@ -127,17 +129,20 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                     songs(partitions.valid), checkpoint_dir, tensorboard_dir, config["epoch_it"],
                     config["max_epochs"], config["patience"], config["summary_every"],
                     config["validation_window_frames"], config["semi_supervised_init"], example,
-                    on_epoch_end=log_epoch)
+                    on_epoch_end=log_epoch, chief=chief)
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                      "tensorboard_dir": os.path.abspath(tensorboard_dir)})
     if config["resume"]:
         solver.restore(solver.checkpoint_path("last"))
         log.info("Resuming %s at %s epoch %d", checkpoint_dir, solver.progress.stage, solver.progress.epoch)
 
+    solver.train(tuple(config["phases"]))
+    if not chief:  # the chief scores and reports
+        return {}
+    # Scored after all phases, so that no worker waits in a collective while the chief scores.
     test_songs = songs(partitions.test)
     results = {}
     for phase in config["phases"]:
-        solver.train((phase,))
         results[phase] = score_phase(solver, phase, partitions, test_songs, config)
         medians = "; ".join(f"{name} {median_text(summary)}, {median_text(summary, 'NSDR')}"
                             for name, summary in results[phase]["test"].items())

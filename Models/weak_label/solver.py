@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from Models.distribution import xla_allowed
 from Models.training_loop import TrainingLoop, Validation, write_scalars
 from Models.weak_label.tagging import equal_error_thresholds, tagging_metrics
 from Models.weak_label.model import WeakLabelPredictor, build_weak_label_model, split_outputs
@@ -49,7 +50,8 @@ class JointModel:
             self.optimizer = keras.optimizers.Adam(schedule)
             self.optimizer.build(self.model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
-        replica_step = tf.function(self._replica_step, jit_compile=jit_compile, reduce_retracing=True)
+        replica_step = tf.function(self._replica_step, jit_compile=xla_allowed(self.strategy, jit_compile),
+                                   reduce_retracing=True)
 
         def distributed_step(batch, global_batch):
             losses = self.strategy.run(replica_step, args=(batch, global_batch))
@@ -115,11 +117,11 @@ class WeakLabelSolver(TrainingLoop):
     def __init__(self, joint: JointModel, train: LabelledFeatures, valid: LabelledFeatures, classes: list[str],
                  checkpoint_dir: str, log_dir: str, model_spec: dict, data: dict, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, selection_metric: str = "loss", summary_every: int = 10,
-                 seed: int = 0, on_epoch_end=None):
+                 seed: int = 0, on_epoch_end=None, chief: bool = True):
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(f"Config key `selection_metric` must be one of {sorted(SELECTION_METRICS)}, "
                              f"got {selection_metric!r}.")
-        super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end)
+        super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end, chief)
         self.joint, self.train_set, self.valid_set, self.classes = joint, train, valid, list(classes)
         self.model_spec, self.data = model_spec, data
         self.batch_size, self.selection_metric = batch_size, selection_metric

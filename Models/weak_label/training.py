@@ -15,7 +15,7 @@ from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
-from Models.distribution import check_distribution, check_global_batch, make_strategy
+from Models.distribution import check_distribution, check_global_batch, is_chief, make_strategy
 from Models.weak_label.model import Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
@@ -135,11 +135,13 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     tf.keras.utils.set_random_seed(seed)
     model_spec = model_spec_of(config, len(clips.classes), data.num_frames)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
-    strategy = make_strategy(config["distribution"], config["devices"])
+    strategy = make_strategy(config["distribution"], config["devices"], config["collective_timeout"])
     check_global_batch(config["batch_size"], strategy)
     joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
                        config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy)
-    save_config(config, checkpoint_dir)
+    chief = is_chief(config["distribution"])
+    if chief:
+        save_config(config, checkpoint_dir)
     tensorboard_dir = os.path.join(config["log_dir"], run_name)
     # what separation needs besides the model, in every checkpoint
     description = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
@@ -154,13 +156,15 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     solver = WeakLabelSolver(joint, labelled["train"], labelled["valid"], clips.classes, checkpoint_dir,
                              tensorboard_dir, model_spec, description, config["batch_size"], config["max_epochs"],
                              config["patience"], config["selection_metric"], config["summary_every"], seed,
-                             on_epoch_end=log_epoch)
+                             on_epoch_end=log_epoch, chief=chief)
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                      "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": description["data_folder"]})
     if config["resume"]:
         solver.restore(solver.checkpoint_path("last"))
         log.info("Resuming %s at epoch %d", checkpoint_dir, solver.progress.epoch)
     solver.train(("train",))
+    if not chief:  # the chief scores and reports
+        return {}
 
     best = solver.checkpoint_path("best")
     separator = load_event_separator(best)
