@@ -2,11 +2,9 @@
 configs/, the checks before a run, and the dispatch to the method's package.
 
     python Training.py print_config                  # every knob, with its default
-    python Training.py with demo                     # built-in demo data, small shapes, minutes
-    python Training.py with alpha=0.1                # any key can be overridden
+    python Training.py with demo alpha=0.1           # built-in demo data, small shapes; any key can be set
     python Training.py with paper dataset_root=/data # the published settings on your copy of the data
     python Training.py with resume=checkpoints/<run> # continue an interrupted run
-    python Training.py with weak_label_demo          # the weak-label method on its built-in demo
 
 method="adversarial" (Stoller et al. 2018, Models/adversarial/): a separator, then one critic per
 source. method="weak_label" (Kong et al. 2018, Models/weak_label/): masks from clip labels only.
@@ -14,7 +12,6 @@ source. method="weak_label" (Kong et al. 2018, Models/weak_label/): masks from c
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shlex
 import sys
@@ -29,8 +26,7 @@ import tracking.observers  # noqa: E402
 from Models.distribution import is_chief  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-# The package of each method: its RESUME_KEYS, check_config(config) and train(config, run, log,
-# seed, run_name, checkpoint_dir) -> the Sacred result.
+# Each method's package: RESUME_KEYS, check_config(config), train(config, run, log, seed, run_name, checkpoint_dir).
 METHODS = {"adversarial": "Models.adversarial.training", "weak_label": "Models.weak_label.training"}
 
 SETTINGS.CAPTURE_MODE = "sys"  # capturing file descriptors breaks under pytest and some terminals
@@ -82,11 +78,6 @@ def config():
     patience = 5  # epochs without validation improvement before a phase stops
     phases = ["supervised", "semi_supervised"]  # which phases to run, in order
     semi_supervised_init = "scratch"  # "scratch" (paper: same random start) or "supervised" (fine-tune)
-    distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py
-    devices = []  # for "mirrored": the devices of the replicas, e.g. ["/gpu:0", "/gpu:1"]
-    collective_timeout = 300.0  # seconds a worker waits for the others before it stops with an error
-    jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
-    mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
     validation_window_frames = 2048  # output frames per separator call on whole songs
 
     # ---- the weak-label method (Models/weak_label/model.py, Datasets/weak_label)
@@ -118,6 +109,13 @@ def config():
     # probability, or "validation_eer": per class, the equal-error point on the validation split
     mask_exponent = 1.0  # separation uses mask ** mask_exponent (> 1 sharpens soft masks: less interference)
 
+    # ---- devices and speed (both methods)
+    distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py
+    devices = []  # for "mirrored": the devices of the replicas, e.g. ["/gpu:0", "/gpu:1"]
+    collective_timeout = 300.0  # seconds a worker waits for the others before it stops with an error
+    jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
+    mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
+
     # ---- output, tracking and resuming (both methods)
     model_base_dir = "checkpoints"  # a run's checkpoints go to <model_base_dir>/<run name>
     log_dir = "logs"  # TensorBoard events go to <log_dir>/<run name>
@@ -144,30 +142,17 @@ def method_package(config: dict):
 def check_before_run(config: dict, command: str) -> None:
     """All that can be checked before Sacred opens a run: a mistyped setting leaves no failed run."""
     from Datasets.atomic import check_folder_creatable
+    from Models.checkpoint import check_resumable
 
     if command != "main":
         return
-    method_package(config).check_config(config)
+    method = method_package(config)
+    method.check_config(config)
     for key in ("model_base_dir", "log_dir", "cache_dir", "run_dir"):
         if config[key]:
             check_folder_creatable(config[key], key)
     if config["resume"]:
-        check_resumable(config["resume"], config)
-
-
-def check_resumable(run_folder: str, config: dict) -> None:
-    saved_config = os.path.join(run_folder, "config.json")
-    if not os.path.isfile(saved_config):
-        raise FileNotFoundError(f"`resume={run_folder}` is not a run's checkpoint folder: {saved_config} is "
-                                "missing. Pass a folder under model_base_dir written by an earlier run.")
-    with open(saved_config) as handle:
-        saved = json.load(handle)
-    keys = ("method", *method_package(config).RESUME_KEYS)
-    different = [f"{key}: {saved.get(key)!r} there, {config[key]!r} here" for key in keys
-                 if saved.get(key) != config[key]]
-    if different:
-        raise ValueError(f"Cannot resume {run_folder}: its config differs in {'; '.join(different)}. "
-                         "Resume with the same settings, or start a new run.")
+        check_resumable(config["resume"], config, ("method", *method.RESUME_KEYS))
 
 
 tracking.observers.install(ex, commands=("main",), check_config=check_before_run,

@@ -133,3 +133,19 @@ def save_config(config: dict, checkpoint_dir: str) -> None:
     os.makedirs(checkpoint_dir, exist_ok=True)
     with open(os.path.join(checkpoint_dir, "config.json"), "w") as handle:
         json.dump(config, handle, indent=2)
+
+
+def check_resumable(run_folder: str, config: dict, keys: tuple[str, ...]) -> None:
+    """Refuses to resume `run_folder` with a config that differs from its own in `keys` (those
+    that shape the networks, their features or their data)."""
+    saved_config = os.path.join(run_folder, "config.json")
+    if not os.path.isfile(saved_config):
+        raise FileNotFoundError(f"`resume={run_folder}` is not a run's checkpoint folder: {saved_config} is "
+                                "missing. Pass a folder under model_base_dir written by an earlier run.")
+    with open(saved_config) as handle:
+        saved = json.load(handle)
+    different = [f"{key}: {saved.get(key)!r} there, {config[key]!r} here" for key in keys
+                 if saved.get(key) != config[key]]
+    if different:
+        raise ValueError(f"Cannot resume {run_folder}: its config differs in {'; '.join(different)}. "
+                         "Resume with the same settings, or start a new run.")

@@ -20,6 +20,8 @@ import logging
 import math
 import os
 import pickle
+import signal
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -51,14 +53,26 @@ def write_scalars(writer, scalars: dict[str, float], step: int) -> None:
 
 @contextlib.contextmanager
 def epoch_progress(total: int, done: int, description: str, save_last):
-    """A progress bar over an epoch's steps; Ctrl-C inside it saves a checkpoint through
-    `save_last()` (which returns its path) and goes on as TrainingInterrupted, naming it."""
+    """A progress bar over an epoch's steps, and a list that Ctrl-C appends to. Ctrl-C is taken
+    between steps (an interrupt inside a running TensorFlow step can crash the process): the
+    loop raises KeyboardInterrupt when the list is not empty, and a second Ctrl-C interrupts at
+    once. Either way a checkpoint is saved through `save_last()` (which returns its path) and
+    the interruption goes on as TrainingInterrupted, naming it."""
     bar = tqdm(total=total, initial=done, desc=description, unit="step", dynamic_ncols=True)
+    requested: list[bool] = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def request_stop(signum, frame):
+            requested.append(True)
+            signal.signal(signal.SIGINT, previous)
+        previous = signal.signal(signal.SIGINT, request_stop)
     try:
-        yield bar
+        yield bar, requested
     except KeyboardInterrupt:
         raise TrainingInterrupted(save_last()) from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         bar.close()
 
 
@@ -225,8 +239,10 @@ class TrainingLoop(ABC):
         progress = self.progress
         self.start_epoch()
         with epoch_progress(self.steps_per_epoch, progress.step_in_epoch, f"{stage} epoch {progress.epoch + 1}",
-                            self.save) as bar:
+                            self.save) as (bar, interrupted):
             while progress.step_in_epoch < self.steps_per_epoch:
+                if interrupted:
+                    raise KeyboardInterrupt
                 losses = self.train_step(stage)
                 check_finite(losses, f"step {progress.global_step} ({stage} epoch {progress.epoch + 1})",
                              self.checkpoint_path("last"), self.remedy)
