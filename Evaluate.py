@@ -23,7 +23,7 @@ import tracking.observers
 from tracking.compare import compare_runs
 
 from Datasets.atomic import atomic_open, check_folder_creatable
-from Models.scoring import PROTOCOLS, evaluate_tracks, median_text, summarise_per_database
+from Models.scoring import PROTOCOLS, evaluate_tracks, flat_result, median_text, summarise_per_database
 
 
 def _write_atomically(path: str, payload: dict) -> None:
@@ -89,16 +89,17 @@ def separate(checkpoint, inputs, output_dir, overwrite, skip_existing, mask_expo
     """Writes one WAV per source for every input file, at the input's rate and channel count,
     streaming in blocks so that memory stays flat however long the input. A file that cannot
     be read is named and skipped; the command then exits with status 1 once the others are done."""
-    from Models.checkpoint import checkpoint_method, load_event_separator, load_separator
-    from Models.weak_label.separation import separate_event_paths
+    from Models.checkpoint import load_trained
+    from Models.separation import Separator
     from Models.streaming import SeparationFailed
+    from Models.weak_label.separation import separate_event_paths
 
+    trained = load_trained(checkpoint, mask_exponent)
     try:
-        if checkpoint_method(checkpoint) == "weak_label":
-            written = separate_event_paths(load_event_separator(checkpoint, mask_exponent), list(inputs),
-                                           output_dir, overwrite, skip_existing)
+        if isinstance(trained, Separator):
+            written = trained.separate_paths(list(inputs), output_dir, overwrite, skip_existing)
         else:
-            written = load_separator(checkpoint).separate_paths(list(inputs), output_dir, overwrite, skip_existing)
+            written = separate_event_paths(trained, list(inputs), output_dir, overwrite, skip_existing)
     except SeparationFailed as failure:
         _log.error("%s", failure)
         raise SystemExit(1) from failure
@@ -133,15 +134,13 @@ def _publish(report: dict, json_path: str, pickle_path: str, _run) -> None:
     _run.info["summary"] = report["summary"]
 
 
-def evaluate_weak_label(checkpoint: str, partition: str, output_dir: str | None, overwrite: bool, _run, _log,
-                        mask_exponent: float | None = None) -> dict:
-    """Tagging metrics and per-class event separation scores, beside the no-separation and
-    ideal-binary-mask baselines, on a split of the clips the model was trained with."""
+def evaluate_weak_label(separator, partition: str, output_dir: str | None, overwrite: bool, _run, _log) -> dict:
+    """Tagging metrics and per-class event separation scores of a weak-label model (an
+    EventSeparator), beside the no-separation and ideal-binary-mask baselines, on a split of
+    the clips it was trained with."""
     from Datasets.weak_label import load_clips
-    from Models.checkpoint import load_event_separator
     from Models.weak_label.separation import is_event_result, score_clips
 
-    separator = load_event_separator(checkpoint, mask_exponent)
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)
     if not os.path.isdir(separator.data_folder):
         raise FileNotFoundError(f"The clips '{separator.path}' was trained on are gone from "
@@ -163,11 +162,12 @@ def evaluate_weak_label(checkpoint: str, partition: str, output_dir: str | None,
 @ex.automain
 def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_dir, overwrite, _run, _log):
     from Datasets import load_dataset_for
-    from Models.checkpoint import checkpoint_method, load_separator
+    from Models.checkpoint import load_trained
+    from Models.separation import Separator
 
-    if checkpoint_method(checkpoint) == "weak_label":
-        return evaluate_weak_label(checkpoint, partition, output_dir, overwrite, _run, _log, mask_exponent)
-    separator = load_separator(checkpoint)
+    separator = load_trained(checkpoint, mask_exponent)
+    if not isinstance(separator, Separator):
+        return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
     json_path, pickle_path = _report_paths(separator.path, output_dir,
                                            partition if protocol == "bss_eval_v3" else f"{partition}_{protocol}",
                                            overwrite)
@@ -179,5 +179,4 @@ def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_d
     _log.info("Results in %s", json_path)
     for source, summary in report["summary"]["all"].items():
         _log.info("%s: median %s; median %s", source, median_text(summary), median_text(summary, "NSDR"))
-    return {f"{source}_{key}": value for source, summary in report["summary"]["all"].items()
-            for key, value in summary.items() if key.startswith(("median_", "count_")) or key == "failed"}
+    return flat_result(report["summary"]["all"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from Datasets.conversions import PAPER_SOURCES
 from Datasets.partitions import DatasetConfigError, Partitions, load_custom_partitions, load_partitions
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,7 +16,7 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_dataset(use_demo_data: bool, descriptors: list[str], dataset_root: str | None,
                  dataset_roots: dict[str, str], split: str, dataset_loader: str | None,
-                 skip_missing_files: bool, cache_dir: str, source_names: Sequence[str] = ("accompaniment", "voice"),
+                 skip_missing_files: bool, cache_dir: str, source_names: Sequence[str] = PAPER_SOURCES,
                  demo_seed: int = 0) -> Partitions:
     """The partitions the config asks for: a user loader, the built-in demo data, or descriptors.
 

@@ -40,6 +40,7 @@ STEM_OF_INSTRUMENT = {"Voice": "vocals", "Drums": "drums", "Bass": "bass", "Othe
                       "Instrumental": ACCOMPANIMENT}
 INSTRUMENT_OF_STEM = {stem: instrument for instrument, stem in STEM_OF_INSTRUMENT.items()}
 STEM_ALIASES = {"voice": "vocals"}  # the paper's name for the singing
+PAPER_SOURCES = ("accompaniment", "voice")  # the default source_names
 
 
 def stem_name(source_name: str) -> str:
@@ -226,9 +227,8 @@ def _ikala(converter: _Converter, stems: list[str]):
         return lambda: (audio.read(stereo)[:, index], stereo.sample_rate)
 
     mixture = converter.derived("mixture", lambda: (audio.read(stereo).sum(axis=1), stereo.sample_rate))
-    sources = {ACCOMPANIMENT: lambda: converter.derived("accompaniment", channel(0)),
-               "vocals": lambda: converter.derived("voice", channel(1))}
-    return mixture, {stem: sources[stem]() for stem in stems}
+    channels = {ACCOMPANIMENT: ("accompaniment", 0), "vocals": ("voice", 1)}  # stem: (derived file, channel)
+    return mixture, {stem: converter.derived(channels[stem][0], channel(channels[stem][1])) for stem in stems}
 
 
 CONVERTERS = {"DSD100": _file_per_stem, "MUSDB18HQ": _file_per_stem, "CCMixter": _file_per_stem,
@@ -259,7 +259,7 @@ def check_format(database: Database, source_names: Sequence[str]) -> None:
 
 
 def convert_track(database: Database, track: Track, derived_dir: str,
-                  source_names: Sequence[str] = ("accompaniment", "voice")) -> SeparationTrack:
+                  source_names: Sequence[str] = PAPER_SOURCES) -> SeparationTrack:
     """The mixture and the named sources of `track`, writing derived audio under `derived_dir`
     (`check_format` first)."""
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from Datasets.atomic import atomic_open
-from Datasets.conversions import SeparationTrack, TrackAudioError, check_format, convert_track
+from Datasets.conversions import PAPER_SOURCES, SeparationTrack, TrackAudioError, check_format, convert_track
 from Datasets.descriptors import Database, Track, parse_descriptor
 from Sample import Sample
 
@@ -127,7 +127,7 @@ def resolve_root(database: Database, dataset_root: str | None, dataset_roots: di
 
 def build_partitions(databases: list[Database], split: str, derived_dir: str,
                      skip_missing_files: bool = False,
-                     source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
+                     source_names: Sequence[str] = PAPER_SOURCES) -> Partitions:
     """Converts every assigned track, writing derived audio to `derived_dir`."""
     for database in databases:
         check_format(database, source_names)
@@ -205,7 +205,7 @@ def _write_cache(cache_file: str, key: dict, partitions: Partitions) -> None:
 def load_partitions(descriptor_paths: list[str], cache_dir: str, dataset_root: str | None = None,
                     dataset_roots: dict[str, str] | None = None, split: str = "paper",
                     skip_missing_files: bool = False,
-                    source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
+                    source_names: Sequence[str] = PAPER_SOURCES) -> Partitions:
     """Partitions from `<cache_dir>/dataset.pkl` when it matches the descriptors' content and the
     settings; otherwise builds them (writing derived audio to `<cache_dir>/derived`) and caches."""
     dataset_roots = dict(dataset_roots or {})
@@ -230,7 +230,7 @@ def _as_track(triple, index: int, partition: str) -> SeparationTrack:
     return SeparationTrack(f"{partition}[{index}]", "custom", mixture, {"accompaniment": accompaniment, "voice": voice})
 
 
-def load_custom_partitions(loader: str, source_names: Sequence[str] = ("accompaniment", "voice")) -> Partitions:
+def load_custom_partitions(loader: str, source_names: Sequence[str] = PAPER_SOURCES) -> Partitions:
     """Calls a user loader given as "module:function" (see the module docstring)."""
     module_name, _, function_name = loader.partition(":")
     try:
@@ -241,7 +241,7 @@ def load_custom_partitions(loader: str, source_names: Sequence[str] = ("accompan
     result = function()
     if isinstance(result, Partitions):
         return result
-    if list(source_names) != ["accompaniment", "voice"]:
+    if tuple(source_names) != PAPER_SOURCES:
         raise DatasetConfigError(f"dataset_loader '{loader}' returned the original project's dict of (mixture, "
                                  f"accompaniment, voice) triples, but source_names is {list(source_names)}: return "
                                  "a Datasets.partitions.Partitions instead.")

@@ -62,11 +62,6 @@ def read_checkpoint(path: str) -> tuple[str, dict]:
     return checkpoint, state
 
 
-def checkpoint_method(path: str) -> str:
-    """"adversarial" or "weak_label": which method wrote the checkpoint `path` stands for."""
-    return read_checkpoint(path)[1].get("method", "adversarial")
-
-
 def _format_1_description(checkpoint: str) -> dict:
     """What a checkpoint written before format 2 leaves to the config.json beside it."""
     config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
@@ -77,14 +72,32 @@ def _format_1_description(checkpoint: str) -> dict:
     with open(config_path) as handle:
         config = json.load(handle)
     settings = SpectrogramSettings(config["expected_sr"], config["num_fft"], config["num_hop"])
-    spec = SeparatorSpec("unet", settings.num_bins, tuple(config["source_names"]),
-                         {"num_layers": config["num_layers"], "base_filters": config["base_filters"]})
+    # those versions knew the U-Net only
+    spec = SeparatorSpec.from_config({"architecture": "unet", "architecture_options": {}, **config}, settings.num_bins)
     return separator_description(spec, settings, config)
+
+
+def load_trained(path: str, mask_exponent: float | None = None):
+    """What the checkpoint `path` holds, read once: the separation engine of a separator
+    (`load_separator`), or the event separator of a weak-label model (`load_event_separator`)."""
+    checkpoint, state = read_checkpoint(path)
+    if state.get("method") == "weak_label":
+        return _event_separator(checkpoint, state, mask_exponent)
+    return _separator(checkpoint, state)
 
 
 def load_separator(path: str) -> Separator:
     """The separation engine of the separator `path` holds, its weights loaded."""
-    checkpoint, state = read_checkpoint(path)
+    return _separator(*read_checkpoint(path))
+
+
+def load_event_separator(path: str, mask_exponent: float | None = None):
+    """The weak-label model a checkpoint holds, ready to separate (Models/weak_label/separation.py);
+    `mask_exponent` replaces the one it was trained with."""
+    return _event_separator(*read_checkpoint(path), mask_exponent)
+
+
+def _separator(checkpoint: str, state: dict) -> Separator:
     if state.get("method", "adversarial") != "adversarial" or "separator" not in state:
         raise CheckpointError(f"'{checkpoint}' is a {state.get('method', 'unknown')} checkpoint, not a separator; "
                               "use a run folder written with method=adversarial.")
@@ -99,16 +112,13 @@ def load_separator(path: str) -> Separator:
                      checkpoint, description["config"])
 
 
-def load_event_separator(path: str, mask_exponent: float | None = None):
-    """The weak-label model a checkpoint holds, ready to separate (Models/weak_label/separation.py);
-    `mask_exponent` replaces the one it was trained with."""
+def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None):
     import numpy as np
 
     from Datasets.features import MelSettings
     from Models.weak_label.separation import EventSeparator
     from Models.weak_label.model import Standardisation, WeakLabelPredictor, build_weak_label_model
 
-    checkpoint, state = read_checkpoint(path)
     if state.get("method") != "weak_label":
         raise CheckpointError(f"'{checkpoint}' is not a weak-label checkpoint; use it with the adversarial "
                               "method's commands, or pass a run folder written with method=weak_label.")

@@ -93,6 +93,13 @@ def _normalised(device: str) -> str:
     return "/" + device.lower().rsplit("/", 1)[-1].replace("device:", "")
 
 
+def strategy_for(config: dict):
+    """The strategy of a Training.py config, once its global batch is known to divide among the replicas."""
+    strategy = make_strategy(config["distribution"], config["devices"], config["collective_timeout"])
+    check_global_batch(config["batch_size"], strategy)
+    return strategy
+
+
 def xla_allowed(strategy, jit_compile: bool) -> bool:
     """Whether the steps may be XLA-compiled under `strategy`: TensorFlow's XLA cannot compile
     the gradient all-reduce between CPU replicas, so several CPU replicas run without it."""
@@ -102,6 +109,38 @@ def xla_allowed(strategy, jit_compile: bool) -> bool:
         log.warning("jit_compile=True: XLA cannot compile collectives between CPU replicas, so the training steps "
                     "of this run are compiled without it.")
     return jit_compile and not cpu_replicas
+
+
+def replicated_step(strategy, replica_step, jit_compile: bool):
+    """`step(batches, global_batch)`: `replica_step` on every replica of `strategy`, each on its
+    slice of the batches (see `split_among_replicas`), XLA-compiled where allowed; its dict of
+    metrics, each already the replica's share of the global batch's value, summed over replicas."""
+    import tensorflow as tf
+
+    replica_step = tf.function(replica_step, jit_compile=xla_allowed(strategy, jit_compile), reduce_retracing=True)
+
+    def step(batches, global_batch: int) -> dict:
+        metrics = strategy.run(replica_step, args=(batches, global_batch))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for name, value in metrics.items()}
+    return tf.function(step, reduce_retracing=True)
+
+
+def split_among_replicas(strategy, batches):
+    """Global numpy batches (any nesting, batch axis first) -> (per-replica slices, the global
+    batch size). The global batch must divide among the replicas."""
+    import tensorflow as tf
+
+    global_batch = len(tf.nest.flatten(batches)[0])
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+        raise ValueError(f"The global batch of {global_batch} examples does not divide among {replicas} "
+                         "replicas: choose a batch_size that is a multiple of the replica count.")
+    local = global_batch // replicas
+
+    def slice_for(context):
+        start = context.replica_id_in_sync_group * local
+        return tf.nest.map_structure(lambda batch: tf.constant(batch[start:start + local]), batches)
+    return strategy.experimental_distribute_values_from_function(slice_for), global_batch
 
 
 def check_global_batch(batch_size: int, strategy) -> None:
@@ -146,7 +185,8 @@ def launch_local_workers(workers: int, command: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Start a multi_worker training as local worker processes.")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="e.g. Training.py with demo distribution=multi_worker")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="e.g. Training.py with demo distribution=multi_worker")
     arguments = parser.parse_args(argv)
     if not arguments.command:
         parser.error("name the command, e.g. Training.py with demo distribution=multi_worker")

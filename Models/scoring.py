@@ -166,6 +166,13 @@ def median_text(summary: dict, metric: str = "SDR") -> str:
     return f"{metric} {summary[f'median_{metric}']:.2f} dB over {count} songs{failed}"
 
 
+def flat_result(summary: dict) -> dict:
+    """A `summarise` summary as a Sacred result: each source's medians, their counts and its
+    failed songs, as "<source>_<key>"."""
+    return {f"{source}_{key}": value for source, entry in summary.items()
+            for key, value in entry.items() if key.startswith(("median_", "count_")) or key == "failed"}
+
+
 def summarise_per_database(results: list[dict], source_names: tuple[str, ...]) -> dict:
     """`summarise` for every data set, and for all of them under "all"."""
     databases = sorted({result["database"] for result in results})

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from Datasets.conversions import PAPER_SOURCES
 from Models.shapes import UnetGeometry, unet_shapes
 
 
@@ -69,7 +70,7 @@ def geometry(num_bins: int = 257, num_layers: int = 4, **_) -> UnetGeometry:
 
 
 def build_separator(num_layers: int = 4, num_bins: int = 257, base_filters: int = 16,
-                    source_names: tuple[str, ...] = ("accompaniment", "voice")) -> keras.Model:
+                    source_names: tuple[str, ...] = PAPER_SOURCES) -> keras.Model:
     """U-Net mapping (input_bins, frames, 1) to a dict {source: (output_bins, frames - context, 1)}.
 
     Filters double per level from `base_filters`. The time axis is open: any input length

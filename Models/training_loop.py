@@ -45,6 +45,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
+def learning_rate(optimizer) -> float:
+    """An optimiser's current learning rate, whether a float, a variable or a schedule's value."""
+    value = optimizer.learning_rate
+    return float(value.numpy() if hasattr(value, "numpy") else value)
+
+
 def write_scalars(writer, scalars: dict[str, float], step: int) -> None:
     with writer.as_default(step=step):
         for name, value in scalars.items():
@@ -172,11 +178,12 @@ class TrainingLoop(ABC):
     def state(self) -> dict:
         return {**self.model_state(), "progress": asdict(self.progress)}
 
-    def save(self, name: str = "last") -> str:
+    def save(self, name: str = "last", state: dict | None = None) -> str:
+        """Writes `state` (by default the current one) as checkpoint `name`, on the chief only."""
         path = self.checkpoint_path(name)
         if self.chief:
             with atomic_open(path) as output:
-                pickle.dump(self.state(), output, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(state or self.state(), output, protocol=pickle.HIGHEST_PROTOCOL)
         return path
 
     def restore(self, path: str) -> None:
@@ -227,10 +234,11 @@ class TrainingLoop(ABC):
             self.on_epoch_end(stage, progress.epoch, validation.scalars)
             log.info("%s epoch %d: %s%s", stage, progress.epoch, validation.summary,
                      " (best)" if better else f" ({progress.epochs_without_improvement} without improvement)")
+            state = self.state()
             if better:
-                self._best_states[stage] = self.state()
-                self.save(self.best_name(stage))
-            self.save("last")
+                self._best_states[stage] = state
+                self.save(self.best_name(stage), state)
+            self.save("last", state)
         self.load_best_weights(self.read_best(stage))
         progress.completed_stages.append(stage)
         self.save("last")

@@ -40,7 +40,8 @@ def test_a_mirrored_weak_label_run_trains_and_reports(tmp_path):
         method="weak_label", weak_label_recipe="demo", recipe_options=TINY_DEMO, expected_sr=8000, num_fft=256,
         num_hop=128, num_mels=16, mel_fmax=4000.0, mask_channels=8, mask_blocks=3, batch_size=8, max_epochs=1,
         jit_compile=False, distribution="mirrored", devices=["/cpu:0"], run_dir=None,
-        model_base_dir=str(tmp_path / "checkpoints"), log_dir=str(tmp_path / "logs"), cache_dir=str(tmp_path / "cache")))
+        model_base_dir=str(tmp_path / "checkpoints"), log_dir=str(tmp_path / "logs"),
+        cache_dir=str(tmp_path / "cache")))
     assert run.status == "COMPLETED" and "test_weighted_auc" in run.result["weak_label"]
 
 

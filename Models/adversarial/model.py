@@ -16,13 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from Datasets.conversions import PAPER_SOURCES
 from Datasets.windows import WindowShapes
 from Models.adversarial.critic import build_critic
-from Models.distribution import xla_allowed
+from Models.distribution import replicated_step, split_among_replicas
 from Models.registry import SeparatorSpec
 
 # The paper's separator: a 4-level U-Net with 16 base filters over the 257 bins of n_fft 512.
-PAPER_SEPARATOR = SeparatorSpec("unet", 257, ("accompaniment", "voice"), {"num_layers": 4, "base_filters": 16})
+PAPER_SEPARATOR = SeparatorSpec("unet", 257, PAPER_SOURCES, {"num_layers": 4, "base_filters": 16})
 
 
 def supervised_losses(estimates: dict, targets: tf.Tensor, source_names: tuple[str, ...]) -> tf.Tensor:
@@ -98,40 +99,12 @@ class AdversarialSeparator:
             for name, optimizer in self.optimizers.items():
                 model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
                 optimizer.build(model.trainable_variables)
-        jit_compile = xla_allowed(self.strategy, jit_compile)
-        self._steps = {name: tf.function(self._distributed(step, jit_compile))
+        self._steps = {name: replicated_step(self.strategy, step, jit_compile)
                        for name, step in (("supervised", self._supervised_step), ("critic", self._critic_step),
                                           ("separator", self._separator_step))}
 
-    # ---- running on every replica ------------------------------------------------------------
-    def _distributed(self, replica_step, jit_compile: bool):
-        """The step on every replica's slice of the global batches, its metrics summed (each
-        replica's is already its share of the global mean)."""
-        replica_step = tf.function(replica_step, jit_compile=jit_compile)
-
-        def step(batches, global_batch):
-            metrics = self.strategy.run(replica_step, args=(batches, global_batch))
-            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                    for name, value in metrics.items()}
-        return step
-
-    def _per_replica(self, batches):
-        """Global numpy batches (any nesting) -> per-replica slices along the batch axis."""
-        global_batch = len(tf.nest.flatten(batches)[0])
-        replicas = self.strategy.num_replicas_in_sync
-        if global_batch % replicas:
-            raise ValueError(f"The global batch of {global_batch} examples does not divide among {replicas} "
-                             "replicas: choose a batch_size that is a multiple of the replica count.")
-        local = global_batch // replicas
-
-        def slice_for(context):
-            start = context.replica_id_in_sync_group * local
-            return tf.nest.map_structure(lambda batch: tf.constant(batch[start:start + local]), batches)
-        return self.strategy.experimental_distribute_values_from_function(slice_for), global_batch
-
     def _run(self, name: str, *batches) -> dict:
-        distributed, global_batch = self._per_replica(batches)
-        return self._steps[name](distributed, global_batch)
+        return self._steps[name](*split_among_replicas(self.strategy, batches))
 
     @staticmethod
     def _apply(optimizer, tape: tf.GradientTape, loss: tf.Tensor, variables: list) -> None:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from Datasets import features
 from Models.adversarial.model import AdversarialSeparator
 from Models.separation import Separator
-from Models.training_loop import TrainingLoop, Validation, write_scalars
+from Models.training_loop import TrainingLoop, Validation, learning_rate, write_scalars
 
 PHASES = ("supervised", "semi_supervised")
 
@@ -35,11 +35,6 @@ class AudioExample:
 
     mixture: np.ndarray  # mono waveform at the model's rate
     log_sources: np.ndarray  # (num_sources, bins, frames) targets
-
-
-def keras_variable_value(value) -> float:
-    """A learning rate may be a float, a variable or a schedule's current value."""
-    return value.numpy() if hasattr(value, "numpy") else value
 
 
 class Solver(TrainingLoop):
@@ -127,7 +122,7 @@ class Solver(TrainingLoop):
     def log_epoch(self, phase: str, validation: Validation) -> None:
         """Validation loss, learning rates, and the example's spectrograms and audio."""
         step = self.progress.global_step
-        learning_rates = {f"learning_rate/{name}": float(keras_variable_value(optimizer.learning_rate))
+        learning_rates = {f"learning_rate/{name}": learning_rate(optimizer)
                           for name, optimizer in self.model.optimizers.items()}
         write_scalars(self.writer, {**{f"{phase}/{name}": value for name, value in validation.scalars.items()},
                                     **learning_rates}, step)

@@ -18,9 +18,9 @@ from Models.adversarial.model import AdversarialSeparator
 from Models.adversarial.solver import PHASES, AudioExample, Solver, ValidationSong
 from Models.checkpoint import load_separator, save_config, separator_description
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
-from Models.distribution import check_distribution, check_global_batch, is_chief, make_strategy
+from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.registry import SeparatorSpec, architecture
-from Models.scoring import evaluate_tracks, median_text, summarise
+from Models.scoring import evaluate_tracks, flat_result, median_text, summarise
 from Models.separation import Separator
 
 # Keys that shape the networks or their features: a run resumes only with the same values.
@@ -74,8 +74,7 @@ def load_partitions(config: dict, log) -> Partitions:
 
 
 def build_model(config: dict, settings: SpectrogramSettings, seed: int) -> AdversarialSeparator:
-    strategy = make_strategy(config["distribution"], config["devices"], config["collective_timeout"])
-    check_global_batch(config["batch_size"], strategy)
+    strategy = strategy_for(config)
     tf.keras.utils.set_random_seed(seed)
     return AdversarialSeparator(
         SeparatorSpec.from_config(config, settings.num_bins), num_frames=config["num_frames"],
@@ -151,9 +150,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         if config["save_best_artifact"]:
             run.add_artifact(results[phase]["checkpoint"], f"best_{phase}.pkl")
     run.info["results"] = results
-    return {phase: {"test_loss": result["test_loss"],
-                    **{f"{name}_{key}": value for name, summary in result["test"].items()
-                       for key, value in summary.items() if key.startswith(("median_", "count_")) or key == "failed"}}
+    return {phase: {"test_loss": result["test_loss"], **flat_result(result["test"])}
             for phase, result in results.items()}
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from Models.distribution import xla_allowed
-from Models.training_loop import TrainingLoop, Validation, write_scalars
+from Models.distribution import replicated_step, split_among_replicas
+from Models.training_loop import TrainingLoop, Validation, learning_rate, write_scalars
 from Models.weak_label.tagging import equal_error_thresholds, tagging_metrics
 from Models.weak_label.model import WeakLabelPredictor, build_weak_label_model, split_outputs
 
@@ -50,14 +50,7 @@ class JointModel:
             self.optimizer = keras.optimizers.Adam(schedule)
             self.optimizer.build(self.model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
-        replica_step = tf.function(self._replica_step, jit_compile=xla_allowed(self.strategy, jit_compile),
-                                   reduce_retracing=True)
-
-        def distributed_step(batch, global_batch):
-            losses = self.strategy.run(replica_step, args=(batch, global_batch))
-            return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                    for name, value in losses.items()}
-        self._step = tf.function(distributed_step, reduce_retracing=True)
+        self._step = replicated_step(self.strategy, self._replica_step, jit_compile)
         self.predict = WeakLabelPredictor(self.model).predict
 
     def losses(self, labels, masks, probabilities, global_batch: int | None = None, absent_total=None) -> dict:
@@ -87,23 +80,8 @@ class JointModel:
         return losses
 
     def train_step(self, features: np.ndarray, labels: np.ndarray) -> dict:
-        """One step on a global batch, each replica on its slice; the global batch's loss terms.
-        A batch is cut to a multiple of the replica count (an epoch's last one may need it)."""
-        replicas = self.strategy.num_replicas_in_sync
-        local = len(labels) // replicas
-        if local == 0:
-            raise ValueError(f"A batch of {len(labels)} clips cannot feed {replicas} replicas.")
-
-        def slice_for(context):
-            start = context.replica_id_in_sync_group * local
-            return tf.constant(features[start:start + local]), tf.constant(labels[start:start + local])
-        return self._step(self.strategy.experimental_distribute_values_from_function(slice_for), local * replicas)
-
-    @property
-    def learning_rate(self) -> float:
-        return float(self.optimizer.learning_rate.numpy() if hasattr(self.optimizer.learning_rate, "numpy")
-                     else self.optimizer.learning_rate)
-
+        """One step on a global batch, each replica on its slice; the global batch's loss terms."""
+        return self._step(*split_among_replicas(self.strategy, (features, labels)))
 
 @dataclass
 class LabelledFeatures:
@@ -178,11 +156,15 @@ class WeakLabelSolver(TrainingLoop):
 
     def train_step(self, stage: str) -> dict[str, float]:
         step = self.progress.step_in_epoch
-        return self._train_batch(self.order[step * self.batch_size:(step + 1) * self.batch_size])
+        clips = self.order[step * self.batch_size:(step + 1) * self.batch_size]
+        # An epoch's last batch may not divide among the replicas: it is cut to a multiple.
+        replicas = self.joint.strategy.num_replicas_in_sync
+        if len(clips) < replicas:
+            raise ValueError(f"A batch of {len(clips)} clips cannot feed {replicas} replicas.")
+        return self._train_batch(clips[:len(clips) - len(clips) % replicas])
 
     def _train_batch(self, clips: np.ndarray) -> dict[str, float]:
-        losses = self.joint.train_step(tf.constant(self.train_set.features[clips]),
-                                       tf.constant(self.train_set.labels[clips]))
+        losses = self.joint.train_step(self.train_set.features[clips], self.train_set.labels[clips])
         return {name: float(value) for name, value in losses.items()}
 
     # ---- validation --------------------------------------------------------------------
@@ -208,7 +190,7 @@ class WeakLabelSolver(TrainingLoop):
     def log_epoch(self, stage: str, validation: Validation) -> None:
         """Validation scalars, the learning rate, and the first validation clip's input and masks."""
         write_scalars(self.writer, {**{f"valid/{name}": value for name, value in validation.scalars.items()},
-                                    "learning_rate": self.joint.learning_rate}, self.progress.global_step)
+                                    "learning_rate": learning_rate(self.joint.optimizer)}, self.progress.global_step)
         with self.writer.as_default(step=self.progress.global_step):
             features = self.valid_set.features[0]
             span = max(float(features.max() - features.min()), 1e-6)

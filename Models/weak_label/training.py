@@ -15,7 +15,7 @@ from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
-from Models.distribution import check_distribution, check_global_batch, is_chief, make_strategy
+from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.model import Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
@@ -135,8 +135,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     tf.keras.utils.set_random_seed(seed)
     model_spec = model_spec_of(config, len(clips.classes), data.num_frames)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
-    strategy = make_strategy(config["distribution"], config["devices"], config["collective_timeout"])
-    check_global_batch(config["batch_size"], strategy)
+    strategy = strategy_for(config)
     joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
                        config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy)
     chief = is_chief(config["distribution"])
