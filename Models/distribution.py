@@ -156,14 +156,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def loopback_tf_configs(workers: int) -> list[str]:
+    """The TF_CONFIG of each of `workers` processes forming a cluster on this machine."""
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+            for index in range(workers)]
+
+
 def launch_local_workers(workers: int, command: list[str]) -> int:
     """Runs `python COMMAND` in `workers` processes on this machine, each with the TF_CONFIG of
     its place in a loopback cluster. When one fails, the others are stopped (they would wait
     for it); returns the first non-zero exit status, or 0."""
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
-    processes = [subprocess.Popen([sys.executable, *command], env={**os.environ, "TF_CONFIG": json.dumps(
-        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})})
-        for index in range(workers)]
+    processes = [subprocess.Popen([sys.executable, *command], env={**os.environ, "TF_CONFIG": tf_config})
+                 for tf_config in loopback_tf_configs(workers)]
     running = list(processes)
     while running:
         for process in list(running):

@@ -37,6 +37,24 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class WorkerLost(RuntimeError):
+    """A collective operation failed or timed out (`collective_timeout`): another worker of a
+    multi_worker run died or stopped answering."""
+
+
+# What TensorFlow raises in a collective when a peer is gone (reset, health check) or silent (timeout)
+COLLECTIVE_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+def _collective_cause(failure: Exception) -> str:
+    """The line of a TensorFlow error that says why, without its node trace and RPC details."""
+    lines = [line.strip() for line in str(failure).splitlines()]
+    causes = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
+                                                                      "File ", "[[", "Additional GRPC", ":UNKNOWN"))
+              and not line.startswith(tuple("/"))]
+    return causes[0] if causes else lines[0]
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during an epoch, after the checkpoint `checkpoint` was saved."""
 
@@ -213,7 +231,14 @@ class TrainingLoop(ABC):
                 self.progress = Progress(stage=stage, global_step=progress.global_step,
                                          completed_stages=progress.completed_stages)
                 self.start_stage(stage)
-            self._run_stage(stage)
+            try:
+                self._run_stage(stage)
+            except COLLECTIVE_FAILURES as failure:
+                reason = _collective_cause(failure)
+                folder = self.checkpoint_dir if self.chief else "<the chief's run folder>"
+                raise WorkerLost(f"Another worker of this run died or stopped answering ({type(failure).__name__}: "
+                                 f"{reason}). Restart every worker with resume={folder}: training continues from "
+                                 "the chief's last checkpoint there.") from None
 
     def _run_stage(self, stage: str) -> None:
         progress = self.progress

@@ -1,6 +1,7 @@
 """Training throughput of the separator at paper shapes, against a plain Keras `fit`.
 
 Run:  python benchmarks/bench_training.py [--batch-sizes 16 64] [--steps 4]
+      python benchmarks/bench_training.py --strategies [--batch-sizes 16]   # on a GPU machine
 
 All figures come from this one run, so a busy machine slows baseline and candidate alike:
 * the machine's float32 matmul rate (2048 x 2048 products), the yardstick for GFLOP/s;
@@ -12,6 +13,9 @@ All figures come from this one run, so a busy machine slows baseline and candida
   the same step compiled without XLA as its baseline.
 Training FLOPs are counted as 3x the forward pass (forward, input and weight gradients).
 Baselines and candidates alternate and the best of two rounds is kept for each.
+With --strategies it prints instead the supervised step's examples/s with distribution none
+and mirrored (MirroredStrategy over every local GPU, or the CPU), XLA and mixed precision on
+and off, each against the first row (none, no XLA, float32).
 Targets (issue 3): supervised step >= 1.5x the plain fit at batch 16 and 64.
 """
 from __future__ import annotations
@@ -121,11 +125,39 @@ def semi_supervised_step(batch_size: int, jit_compile: bool):
     return timed_loop(lambda: model.semi_supervised_step(*paired, unpaired)["separator_loss"].numpy())
 
 
+def strategy_table(batch_size: int, steps: int) -> None:
+    """Examples/s of the supervised step for each strategy, XLA and precision setting."""
+    rng = np.random.default_rng(0)
+    mixture = tf.constant(rng.uniform(0, 1, (batch_size, 350, 158, 1)).astype(np.float32))
+    sources = tf.constant(rng.uniform(0, 1, (batch_size, 258, 66, 2)).astype(np.float32))
+    baseline = None
+    print(f"| distribution | XLA | mixed precision | examples/s (batch {batch_size}) | vs first row |")
+    print("| --- | --- | --- | --- | --- |")
+    for distribution in ("none", "mirrored"):
+        for jit_compile in (False, True):
+            for mixed_precision in (False, True):
+                strategy = tf.distribute.MirroredStrategy() if distribution == "mirrored" else None
+                model = AdversarialSeparator(jit_compile=jit_compile, mixed_precision=mixed_precision,
+                                             strategy=strategy)
+                seconds = timed_loop(lambda: model.supervised_step(mixture, sources)["supervised_loss"].numpy())(steps)
+                keras.mixed_precision.set_global_policy("float32")
+                rate = batch_size / seconds
+                baseline = baseline or rate
+                print(f"| {distribution} | {jit_compile} | {mixed_precision} | {rate:.1f} | {rate / baseline:.2f}x |",
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--strategies", action="store_true",
+                        help="the table of distribution, XLA and mixed precision settings instead")
     arguments = parser.parse_args()
+    if arguments.strategies:
+        print(f"devices: {[device.name for device in tf.config.list_logical_devices()]}")
+        strategy_table(arguments.batch_sizes[0], arguments.steps)
+        return
     matmul = matmul_gflops()
     flops = 3 * forward_flops(build_separator(), (350, 158, 1))
     print(f"machine: {matmul:.0f} GFLOP/s float32 matmul; separator training step {flops / 1e9:.2f} GFLOP/example")

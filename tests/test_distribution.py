@@ -1,6 +1,8 @@
 """Training on several replicas with tf.distribute (Models/distribution.py)."""
+import glob
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -75,9 +77,6 @@ def test_a_global_batch_that_does_not_divide_among_the_replicas():
 def test_checkpoints_move_between_one_device_and_several_replicas(tiny_config, monkeypatch):
     """A run interrupted on replicas resumes on one device, and the other way round: checkpoints
     hold plain weights and the streams' states, whatever the strategy."""
-    import glob
-    import pickle
-
     from Models.adversarial import solver
     from Training import ex
 
@@ -154,3 +153,49 @@ def test_the_launcher_stops_the_other_workers_when_one_fails():
     start = time.monotonic()
     assert launch_local_workers(2, ["-c", waits_unless_first]) == 3
     assert time.monotonic() - start < 60
+
+
+def test_a_worker_that_dies_stops_the_others_and_the_run_resumes_from_the_chief_checkpoint(tiny_config):
+    """Worker 1 is killed after the chief's first checkpoint: the chief stops within the
+    collective timeout with a message naming the folder to resume, and two new workers
+    resumed from it complete the run."""
+    import signal
+    import time
+
+    from Models.distribution import launch_local_workers, loopback_tf_configs
+
+    config = dict(tiny_config, phases=["supervised"], max_epochs=10_000, patience=10_000, distribution="multi_worker",
+                  collective_timeout=30.0)
+
+    def command(config):
+        return [os.path.join(REPO, "Training.py"), "with", *(f"{key}={value!r}" for key, value in config.items())]
+
+    workers = [subprocess.Popen([sys.executable, *command(config)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": REPO, "TF_CONFIG": tf_config})
+               for tf_config in loopback_tf_configs(2)]
+    try:
+        start = time.monotonic()
+        while not glob.glob(os.path.join(config["model_base_dir"], "*", "last.pkl")):
+            assert time.monotonic() - start < 300 and workers[0].poll() is None, "the chief saved no checkpoint"
+            time.sleep(0.2)
+        workers[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _, chief_errors = workers[0].communicate(timeout=config["collective_timeout"] + 60)
+        stopped_after = time.monotonic() - killed
+    finally:
+        for worker in workers:
+            worker.kill()
+    [run_folder] = glob.glob(os.path.join(config["model_base_dir"], "*"))
+    assert workers[0].returncode == 1 and stopped_after < config["collective_timeout"] + 30
+    assert "Another worker of this run died or stopped answering" in chief_errors
+    assert f"resume={run_folder}" in chief_errors
+
+    with open(os.path.join(run_folder, "last.pkl"), "rb") as handle:
+        saved = pickle.load(handle)["progress"]
+    resumed = dict(config, max_epochs=saved["epoch"] + 1, resume=run_folder)
+    assert launch_local_workers(2, command(resumed)) == 0
+    with open(os.path.join(run_folder, "last.pkl"), "rb") as handle:
+        progress = pickle.load(handle)["progress"]
+    assert progress["completed_stages"] == ["supervised"]
+    assert progress["global_step"] == (saved["epoch"] + 1) * config["epoch_it"]
