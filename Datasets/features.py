@@ -1,8 +1,7 @@
 """Spectrogram features shared by both methods (librosa does the DSP).
 
 Spectrograms are (bins, frames). The adversarial separator sees `log1p(|STFT|)` and predicts
-the same for each source; `reconstruct` turns such estimates back into audio with the
-mixture's phase. The weak-label models see `log(mel + 1e-8)` frames (`MelSettings`) and
+the same for each source (Models/postfilter.py makes spectrograms of such estimates). The weak-label models see `log(mel + 1e-8)` frames (`MelSettings`) and
 predict mel-band masks, which `mel_to_linear_matrix` spreads back over the STFT bins.
 """
 from __future__ import annotations
@@ -54,19 +53,6 @@ def log_magnitude(spectrogram: np.ndarray) -> np.ndarray:
 def magnitude_from_log(log_mag: np.ndarray) -> np.ndarray:
     """Inverse of `log_magnitude`, clamped at zero."""
     return np.maximum(np.expm1(log_mag), 0.0).astype(np.float32, copy=False)
-
-
-def unit_phase(mixture_spectrogram: np.ndarray) -> np.ndarray:
-    """mixture / |mixture|, and 0 where the mixture has no energy: no source has energy there
-    either, so a network that outputs some magnitude for silence cannot make silence audible."""
-    magnitude = np.abs(mixture_spectrogram)
-    return np.divide(mixture_spectrogram, magnitude, out=np.zeros_like(mixture_spectrogram), where=magnitude > 0)
-
-
-def reconstruct(magnitude: np.ndarray, mixture_spectrogram: np.ndarray, hop: int = 256,
-                length: int | None = None, window: str = "hann") -> np.ndarray:
-    """Audio from an estimated magnitude and the mixture's phase."""
-    return istft(magnitude * unit_phase(mixture_spectrogram), hop=hop, length=length, window=window)
 
 
 def mel_filterbank(sample_rate: int = 16000, n_fft: int = 1024, n_mels: int = 64, fmin: float = 0.0,

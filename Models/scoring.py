@@ -26,7 +26,7 @@ import numpy as np
 
 from Datasets import audio
 from Models.bss import FAILED_SCORE_DB, ROUNDING_NOISE_DB, bss_eval_sources, evaluate_in_parallel, museval_v4
-from Models.separation import WHOLE_SONG_WINDOW_FRAMES, Separator
+from Models.separation import Separator
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def bss_scores(references: dict[str, np.ndarray], estimates: dict[str, np.ndarra
 PROTOCOLS = ("bss_eval_v3", "museval_v4")
 
 
-def evaluate_tracks(separator: Separator, tracks, window_frames: int = WHOLE_SONG_WINDOW_FRAMES,
+def evaluate_tracks(separator: Separator, tracks, window_frames: int | None = None,
                     workers: int | None = None, protocol: str = "bss_eval_v3") -> list[dict]:
     """Scores of every track: {"track", "database", "silent": [...], "failed": [...],
     source: {SDR, ..., NSDR, NSIR}, and "undefined": {source: {metric: reason}} if any}.

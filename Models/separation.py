@@ -8,7 +8,8 @@ spectrograms, waveforms and audio files.
 
 Every path runs the network through the one windowing (Models/windowing.py), so whole-song,
 windowed and streaming results agree to float rounding. The network is the core model
-(log1p magnitudes in, log1p magnitudes out); each estimate takes the mixture's phase.
+(log1p magnitudes in, log1p magnitudes out); the post-filter (Models/postfilter.py) makes
+complex spectrograms of its estimates.
 """
 from __future__ import annotations
 
@@ -21,23 +22,25 @@ import numpy as np
 from Datasets import features
 from Datasets.features import SpectrogramSettings
 from Models import streaming
+from Models.postfilter import PostFilter
 from Models.windowing import WindowedSeparation
 
-# Activation memory that one separator window may take. Larger windows waste less on context
+# Activation memory that one network call may take. Larger windows waste less on context
 # frames, but past about a thousand frames (paper model, one channel) they stop getting faster.
 ACTIVATION_BUDGET_BYTES = 256 * 2 ** 20
-# float32 feature maps alive per input frame, in units of input_bins * first-layer filters: about
-# six at full resolution (first conv, skip crop, upsampling, concatenation, last conv), and the
-# coarser levels add as much again (each halves the area per channel doubling).
-FEATURE_MAPS_PER_FRAME = 12
-WHOLE_SONG_WINDOW_FRAMES = 2048  # output frames per network call on whole songs in memory
+# float32 feature maps alive per input frame, in units of input_bins * first-layer filters:
+# measured 2.3 for the paper's U-Net (TensorFlow frees each level's maps once they are used)
+FEATURE_MAPS_PER_FRAME = 3
+MAX_WINDOW_FRAMES = 1024  # output frames per window: longer ones are no faster
 
 
 @dataclass
 class Separator:
     """A trained separator with what it needs to be applied: its spectrogram settings, its
-    window geometry (`grid` and `windows(frames)`, e.g. Models.shapes.UnetGeometry) and the
-    names of its outputs. `config` is the training config, where the checkpoint has one."""
+    window geometry (`grid` and `windows(frames)`, e.g. Models.shapes.UnetGeometry), the
+    names of its outputs and the post-filter that turns its magnitudes into spectrograms
+    (`dataclasses.replace(separator, postfilter=PostFilter("wiener"))` for another).
+    `config` is the training config, where the checkpoint has one."""
 
     model: keras.Model
     settings: SpectrogramSettings
@@ -45,39 +48,60 @@ class Separator:
     source_names: tuple[str, ...]
     path: str = ""
     config: dict = field(default_factory=dict)
+    postfilter: PostFilter = field(default_factory=PostFilter)
+    jit_compile: bool = False  # XLA: slower than the plain graph on the CPUs measured (benchmarks/)
 
-    def windows(self, window_frames: int, channels: int = 1) -> WindowedSeparation:
-        """The windowed network for a stream of `channels` channels."""
-        return WindowedSeparation(self.model, self.geometry, self.settings.num_bins, window_frames, channels)
+    def window_shape(self, channels: int, frames: int | None = None) -> tuple[int, int]:
+        """(output frames per window, windows per channel per network call) for `channels`
+        channels: the longest window up to MAX_WINDOW_FRAMES whose activations fit the budget,
+        then as many consecutive windows as fit too. For `frames` known (a whole song), no
+        longer than the next power-of-two number of grids that covers it, so that short songs
+        are not padded to a long window and a handful of shapes serves all lengths."""
+        grid = self.geometry.grid
+        first_filters = next(layer.filters for layer in self.model.layers if hasattr(layer, "filters"))
+        input_bins = self.geometry.windows(grid).input_bins
+        bytes_per_frame = 4 * input_bins * first_filters * FEATURE_MAPS_PER_FRAME * channels
+        longest = max(min(ACTIVATION_BUDGET_BYTES // bytes_per_frame, MAX_WINDOW_FRAMES) // grid, 1) * grid
+        positions = max(ACTIVATION_BUDGET_BYTES // (bytes_per_frame * self.geometry.windows(longest).input_frames), 1)
+        if frames is None:
+            return longest, positions
+        step = min(longest, self._covering(frames))
+        return step, min(positions, _next_power_of_two(-(-frames // step)))
 
-    def log_spectrogram(self, log_mixture: np.ndarray,
-                        window_frames: int = WHOLE_SONG_WINDOW_FRAMES) -> dict[str, np.ndarray]:
+    def _covering(self, frames: int) -> int:
+        """The shortest window of a power-of-two number of grids that covers `frames` frames."""
+        grid = self.geometry.grid
+        return grid * _next_power_of_two(-(-frames // grid))
+
+    def windows(self, channels: int = 1, frames: int | None = None,
+                window_frames: int | None = None) -> WindowedSeparation:
+        """The windowed network for a stream of `channels` channels (of `frames` frames, where
+        known); `window_frames` asks for windows of that length (no longer than a known stream
+        needs), one per channel per call."""
+        step, positions = self.window_shape(channels, frames)
+        if window_frames is not None:
+            step, positions = min(window_frames, self._covering(frames)) if frames else window_frames, 1
+        return WindowedSeparation(self.model, self.geometry, self.settings.num_bins, step, channels, positions,
+                                  self.jit_compile)
+
+    def log_spectrogram(self, log_mixture: np.ndarray, window_frames: int | None = None) -> dict[str, np.ndarray]:
         """log1p mixture magnitudes (bins, frames) -> {source: log1p estimate (bins, frames)}."""
-        window_frames = min(window_frames, log_mixture.shape[1])  # no window longer than the song
-        estimates = self.windows(window_frames).push(log_mixture[None], last=True)
-        return {name: estimate[0] for name, estimate in estimates.items()}
+        windows = self.windows(1, log_mixture.shape[1], window_frames)
+        return {name: estimate[0] for name, estimate in windows.push(log_mixture[None], last=True).items()}
 
     def reconstruct(self, log_estimates: dict[str, np.ndarray], spectrogram: np.ndarray,
                     length: int) -> dict[str, np.ndarray]:
-        """Waveforms of `length` samples from log1p magnitude estimates and the mixture's STFT."""
-        return {name: features.reconstruct(features.magnitude_from_log(log_estimate), spectrogram,
-                                           self.settings.hop, length)
-                for name, log_estimate in log_estimates.items()}
+        """Waveforms of `length` samples from log1p estimates (bins, frames) and the mono
+        mixture's STFT, through the post-filter."""
+        magnitudes = {name: features.magnitude_from_log(estimate)[None] for name, estimate in log_estimates.items()}
+        sources = self.postfilter.apply(magnitudes, spectrogram[None])
+        return {name: features.istft(source[0], self.settings.hop, length) for name, source in sources.items()}
 
-    def waveform(self, mixture: np.ndarray, window_frames: int = WHOLE_SONG_WINDOW_FRAMES) -> dict[str, np.ndarray]:
+    def waveform(self, mixture: np.ndarray, window_frames: int | None = None) -> dict[str, np.ndarray]:
         """Mono mixture waveform at the model's rate -> {source: waveform of the same length}."""
         spectrogram = features.stft(mixture, self.settings.n_fft, self.settings.hop)
         return self.reconstruct(self.log_spectrogram(features.log_magnitude(spectrogram), window_frames),
                                 spectrogram, len(mixture))
-
-    def window_frames_for_budget(self, channels: int, budget_bytes: int = ACTIVATION_BUDGET_BYTES) -> int:
-        """The longest output window (a multiple of the grid) whose activations for all
-        `channels` fit in `budget_bytes`."""
-        first_filters = next(layer.filters for layer in self.model.layers if hasattr(layer, "filters"))
-        input_bins = self.geometry.windows(self.geometry.grid).input_bins
-        bytes_per_frame = 4 * input_bins * first_filters * FEATURE_MAPS_PER_FRAME * channels
-        grid = self.geometry.grid
-        return max(budget_bytes // bytes_per_frame // grid, 1) * grid
 
     def separate_file(self, input_path: str, output_dir: str, overwrite: bool = False, **options) -> list[str]:
         """`<output_dir>/<input stem>/<source>.wav` for one file, streamed (Models/streaming.py)."""
@@ -87,3 +111,7 @@ class Separator:
                        skip_existing: bool = False) -> list[str]:
         """Every file of `inputs` (files and folders), streamed; see `streaming.separate_paths`."""
         return streaming.separate_paths(self, inputs, output_dir, overwrite, skip_existing)
+
+
+def _next_power_of_two(count: int) -> int:
+    return 1 << max(count - 1, 0).bit_length()

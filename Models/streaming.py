@@ -6,21 +6,23 @@ audio by overlap-add with the mixture's phase, resampled back to the file's rate
 to the output files. Every stage keeps only the samples or frames that its next output still
 needs, so memory depends on the block and window sizes, not on the length of the file.
 
-The result equals whole-file separation at the model's rate (`Separator.waveform` on each
-channel, resampled there and back with `Datasets.audio.resample`) up to float rounding:
+The result equals whole-file separation at the model's rate up to float rounding
+(`Separator.waveform` on each channel, resampled there and back with `Datasets.audio.resample`,
+for the post-filters that treat channels alone: all but Wiener filtering of several channels):
 
 * the STFT is centred with reflect padding like `Datasets.features.stft`, the first and last
   half window reflected from the signal's own ends;
 * the network runs through the same windowing (`Models.windowing.WindowedSeparation`), fed
   block by block instead of all at once;
+* the post-filter (Models/postfilter.py) takes the same blocks of frames from the first on;
 * the inverse STFT accumulates both the windowed frames and the squared-window sum, as
   librosa's `istft` does, and divides where a sample has received all its frames.
 
 A time-frequency bin where the mixture is exactly zero (digital silence) gives zero in every
-source, in both (`Datasets.features.unit_phase`).
+source, in both (`Models.postfilter.unit_phase`).
 
-Each channel is separated independently (the model is mono; channels go through the network
-as one batch). Outputs are `<output_dir>/<input stem>/<source>.wav`, 32-bit float, at the
+The model is mono: the channels go through the network as one batch, and only the Wiener
+post-filter looks at them together. Outputs are `<output_dir>/<input stem>/<source>.wav`, 32-bit float, at the
 input's sample rate and channel count and with exactly its number of frames.
 """
 from __future__ import annotations
@@ -39,7 +41,8 @@ from tqdm import tqdm
 
 from Datasets.atomic import temporary_file
 from Datasets.audio import AudioFileError, open_for_reading
-from Datasets.features import unit_phase
+from Models.postfilter import BLOCK_FRAMES
+from Datasets.features import magnitude_from_log
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +151,21 @@ class _OverlapAdd:
 class SeparationStream:
     """All stages for one file: push (frames, channels) blocks at `input_rate` in order, the
     last with `last=True`; get back {source: (frames, channels)} at `input_rate`. Concatenating
-    the outputs gives each source with exactly as many frames as were pushed."""
+    the outputs gives each source with exactly as many frames as were pushed. `input_frames`,
+    where known, lets a short file run in windows no longer than itself."""
 
-    def __init__(self, separator, input_rate: int, channels: int, window_frames: int):
+    def __init__(self, separator, input_rate: int, channels: int, window_frames: int | None = None,
+                 input_frames: int | None = None):
         settings = separator.settings
         self._to_model = _Resampler(input_rate, settings.sample_rate, channels)
         self._stft = _StreamingStft(settings.n_fft, settings.hop, channels)
-        self._separator = separator.windows(window_frames, channels)
-        self._mixture = np.zeros((channels, settings.num_bins, 0), np.complex64)  # awaiting estimates
+        model_frames = input_frames and int(input_frames * settings.sample_rate / input_rate) // settings.hop + 1
+        self._separator = separator.windows(channels, model_frames, window_frames)
+        self._postfilter = separator.postfilter
+        # Mixture frames and magnitude estimates awaiting the post-filter, which takes whole blocks
+        self._mixture = np.zeros((channels, settings.num_bins, 0), np.complex64)
+        self._magnitudes = {name: np.zeros((channels, settings.num_bins, 0), np.float32)
+                            for name in separator.source_names}
         self._inverse = {name: _OverlapAdd(settings.n_fft, settings.hop, channels)
                          for name in separator.source_names}
         self._from_model = {name: _Resampler(settings.sample_rate, input_rate, channels)
@@ -167,15 +177,17 @@ class SeparationStream:
         self._pushed += len(block)
         spectrum = self._stft.push(self._to_model.push(block, last), last)
         self._mixture = np.concatenate([self._mixture, spectrum], axis=2)
-        estimates = self._separator.push(np.log1p(np.abs(spectrum)), last)
-        count = next(iter(estimates.values())).shape[2] if estimates else 0
-        phase = unit_phase(self._mixture[:, :, :count])
+        for name, estimate in self._separator.push(np.log1p(np.abs(spectrum)), last).items():
+            self._magnitudes[name] = np.concatenate([self._magnitudes[name], magnitude_from_log(estimate)], axis=2)
+        ready = next(iter(self._magnitudes.values())).shape[2]
+        count = ready if last else ready // BLOCK_FRAMES * BLOCK_FRAMES
+        sources = self._postfilter.apply({name: magnitude[:, :, :count] for name, magnitude in
+                                          self._magnitudes.items()}, self._mixture[:, :, :count])
         audio = {}
-        for name in self._inverse:
-            log_estimate = estimates.get(name, np.zeros((*self._mixture.shape[:2], 0), np.float32))
-            magnitude = np.maximum(np.expm1(log_estimate), 0.0)
-            model_rate = self._inverse[name].push(magnitude * phase, last, self._stft.signal_length)
+        for name, source in sources.items():
+            model_rate = self._inverse[name].push(source, last, self._stft.signal_length)
             audio[name] = self._fit_to_input_length(name, self._from_model[name].push(model_rate, last), last)
+            self._magnitudes[name] = self._magnitudes[name][:, :, count:]
         self._mixture = self._mixture[:, :, count:]
         return audio
 
@@ -201,8 +213,10 @@ def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
         return
     for path in paths:
         if os.path.exists(path):
-            raise FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it, or "
-                                  "skip_existing=True to separate only the inputs whose outputs are missing.")
+            error = FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it, or "
+                                    "skip_existing=True to separate only the inputs whose outputs are missing.")
+            error.filename = path
+            raise error
 
 
 def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) -> Iterator[np.ndarray]:
@@ -220,16 +234,15 @@ def separate_file(separator, input_path: str, output_dir: str, overwrite: bool =
                   block_seconds: float = DEFAULT_BLOCK_SECONDS, window_frames: int | None = None,
                   progress: bool = False) -> list[str]:
     """Separates one audio file into `<output_dir>/<input stem>/<source>.wav` and returns the
-    paths written. `window_frames` (output frames per network call, rounded down to a multiple
-    of the grid) defaults to the largest whose activations fit the separator's memory budget.
+    paths written. `window_frames` (output frames per window, rounded down to a multiple of the
+    grid) defaults to the separator's choice for the memory budget (`Separator.window_shape`).
     Outputs are written under temporary names and renamed when complete."""
     input_path = os.fspath(input_path)
     targets = output_paths(separator, input_path, output_dir)
     _refuse_existing(list(targets.values()), overwrite)
     with open_for_reading(input_path) as audio_file, ExitStack() as cleanup:
         rate, channels = audio_file.samplerate, audio_file.channels
-        stream = SeparationStream(separator, rate, channels,
-                                  window_frames or separator.window_frames_for_budget(channels))
+        stream = SeparationStream(separator, rate, channels, window_frames, audio_file.frames)
         folder = os.path.dirname(next(iter(targets.values())))
         # Plain WAV cannot pass 4 GiB (about 3 h of 44.1 kHz stereo float); RF64 can.
         container = "WAV" if audio_file.frames * channels * 4 < 2 ** 32 - 2 ** 20 else "RF64"
