@@ -169,6 +169,36 @@ def test_generic_events_do_not_overlap_and_test_files_stay_out_of_training(gener
     assert not files["train"] & (files["valid"] | files["test"])
 
 
+def test_generic_keeps_each_subfolder_in_one_split(generic_root, tmp_path):
+    for kit in range(4):  # takes of one drum kit sound alike: a kit goes to one split whole
+        for take in range(3):
+            _write_tone(generic_root / "events" / "low" / f"kit{kit}" / f"take{take}.wav", 200.0 + 20 * kit + take, 0.3)
+    for path in (generic_root / "backgrounds").iterdir():
+        path.unlink()
+    frequencies = {"song/part0.wav": 1000.0, "song/part1.wav": 1250.0, "hum.wav": 2000.0, "whistle.wav": 3000.0}
+    for name, frequency in frequencies.items():  # a background is told by its frequency in the clips
+        _write_tone(generic_root / "backgrounds" / name, frequency, 3.0)
+    folder = prepare("generic", str(tmp_path / "out"), data_root=str(generic_root),
+                     **{**TINY, "clips_per_split": {"train": 12, "valid": 6, "test": 6}})
+    kit_splits = {}
+    for event in _events(folder):
+        if "/kit" in event["source_file"]:
+            split = os.path.basename(event["filename"]).split("_")[0]
+            kit_splits.setdefault(os.path.dirname(event["source_file"]), set()).add(split)
+    assert len(kit_splits) == 4 and all(len(splits) == 1 for splits in kit_splits.values())
+    background_splits = {}
+    for clip in load_clips(folder).clips:
+        spectrum = np.abs(np.fft.rfft(_read(clip.background_path)))
+        peak = np.argmax(spectrum) * RATE / (2 * (len(spectrum) - 1))
+        heard = min(frequencies.values(), key=lambda frequency: abs(frequency - peak))
+        background_splits.setdefault(heard, set()).add(clip.split)
+    assert len(background_splits[1000.0] | background_splits[1250.0]) == 1
+    for name, kit in (("mid0.wav", "kit0"), ("mid1.wav", "kit0"), ("mid2.wav", "kit1")):  # 2 units for 3 splits
+        os.renames(generic_root / "events" / "mid" / name, generic_root / "events" / "mid" / kit / name)
+    with pytest.raises(ValueError, match=r"Class 'mid' .*counting each subfolder as one file, has 2 file"):
+        prepare("generic", str(tmp_path / "few"), data_root=str(generic_root), **TINY)
+
+
 def test_generic_is_deterministic_for_a_seed(generic_root, tmp_path):
     first = _files(prepare("generic", str(tmp_path / "a"), data_root=str(generic_root), seed=2, **TINY))
     again = _files(prepare("generic", str(tmp_path / "b"), data_root=str(generic_root), seed=2, **TINY))

@@ -1,11 +1,15 @@
 """The generic recipe: a folder of labelled event recordings plus background recordings to
 weakly labelled mixtures.
 
-    data_root/events/<class>/*.wav   isolated events of each class (any rate, any channels)
-    data_root/backgrounds/*.wav      recordings without events of those classes
+    data_root/events/<class>/*.wav           isolated events of each class (any rate, any channels)
+    data_root/events/<class>/<group>/*.wav   events that share a split (takes of one source: one
+                                             drum kit, one voice)
+    data_root/backgrounds/*.wav              recordings without events of those classes
+    data_root/backgrounds/<group>/*.wav      backgrounds that share a split (pieces of one recording)
 
-The event files of each class and the background files are split into train, valid and test
-(so test events and backgrounds are never heard in training). A clip is a background excerpt at
+The event files of each class and the background files are split into train, valid and test,
+each subfolder whole (so test events and backgrounds, and the sources they were recorded from,
+are never heard in training). A clip is a background excerpt at
 a random offset with `events_per_clip` events of different classes (classes and files used about
 equally often), each cropped to the room it has, placed at a random onset and scaled to an
 event-to-background ratio drawn from `ebr_db`. A clip that would clip is scaled down as a whole.
@@ -26,8 +30,8 @@ EVENTS_FOLDER = "events"
 BACKGROUNDS_FOLDER = "backgrounds"
 
 
-def _scan(data_root: str) -> tuple[dict[str, list[str]], list[str]]:
-    """Event files per class and background files under `data_root`."""
+def _scan(data_root: str) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[str]]]:
+    """The split units (`_split_units`) of each class's events and of the backgrounds under `data_root`."""
     events_folder, backgrounds_folder = (os.path.join(data_root, name) for name in (EVENTS_FOLDER, BACKGROUNDS_FOLDER))
     for folder in (events_folder, backgrounds_folder):
         if not os.path.isdir(folder):
@@ -41,21 +45,45 @@ def _scan(data_root: str) -> tuple[dict[str, list[str]], list[str]]:
         raise ValueError(f"'{os.path.join(events_folder, BACKGROUND)}': the class name '{BACKGROUND}' is reserved for "
                          f"the background reference; put background recordings in '{backgrounds_folder}'.")
     check_class_names(classes, f"The class folders in '{events_folder}'")
-    event_files = {name: wav_files(os.path.join(events_folder, name)) for name in classes}
-    return event_files, wav_files(backgrounds_folder)
+    event_units = {name: _split_units(os.path.join(events_folder, name)) for name in classes}
+    return event_units, _split_units(backgrounds_folder)
+
+
+def _split_units(folder: str) -> dict[str, list[str]]:
+    """The .wav files of `folder` by what the split keeps together, named by the file or the
+    subfolder: each file directly in `folder` alone, the files of each subfolder as one unit
+    (takes of one drum or one voice sound alike, so one of them in training would give away
+    the others in the test)."""
+    units = {path: [path] for path in wav_files(folder)}
+    for name in sorted(os.listdir(folder)):
+        subfolder = os.path.join(folder, name)
+        files = wav_files(subfolder) if os.path.isdir(subfolder) and not name.startswith(".") else []
+        if files:
+            units[subfolder] = files
+    return units
+
+
+def _split(units: dict[str, list[str]], seed: int, what: str) -> dict[str, list[str]]:
+    """`split_files` over the units (with only files, the split of the files themselves), each
+    unit's files going to its split."""
+    if any(os.path.isdir(unit) for unit in units):
+        what += ", counting each subfolder as one file,"
+    by_split = split_files(list(units), seed, what)
+    return {split: sorted(path for unit in chosen for path in units[unit]) for split, chosen in by_split.items()}
 
 
 def build(folder: str, data_root: str, seed: int, options: GenericOptions) -> None:
-    event_files, background_files = _scan(data_root)
+    event_units, background_units = _scan(data_root)
     events_folder = os.path.join(data_root, EVENTS_FOLDER)
-    classes = sorted(event_files)
+    classes = sorted(event_units)
     if options.events_per_clip[1] > len(classes):
         raise ValueError(f"Option 'events_per_clip' asks for up to {options.events_per_clip[1]} events of different "
                          f"classes in a clip, but '{data_root}' has {len(classes)} classes.")
-    events_by_split = {name: split_files(files, seed, f"Class '{name}' ({os.path.join(events_folder, name)})")
-                       for name, files in event_files.items()}
-    backgrounds_by_split = split_files(background_files, seed,
-                                       f"The background folder '{os.path.join(data_root, BACKGROUNDS_FOLDER)}'")
+    events_by_split = {name: _split(units, seed, f"Class '{name}' ({os.path.join(events_folder, name)})")
+                       for name, units in event_units.items()}
+    backgrounds_by_split = _split(background_units, seed,
+                                  f"The background folder '{os.path.join(data_root, BACKGROUNDS_FOLDER)}'")
+    background_files = sorted(path for files in background_units.values() for path in files)
     backgrounds = check_backgrounds(background_files, options.clip_seconds, options.short_background)
     headers = {sample.path: sample for sample in backgrounds}
     writer = FolderWriter(folder, classes, options.sample_rate)

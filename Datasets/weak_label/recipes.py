@@ -18,7 +18,7 @@ from Datasets.weak_label import dcase2013, generic, synthetic, tut
 from Datasets.weak_label.folder import CLASSES_FILE, EVENTS_FILE, LABELS_FILE, MIXTURES_FOLDER, SOURCES_FOLDER
 from Datasets.weak_label.options import DemoOptions, Dcase2013Options, GenericOptions, TutOptions, make_options
 
-FORMAT_VERSION = 1  # bump when a recipe's output changes, so cached folders are made again
+FORMAT_VERSION = 2  # bump when a recipe's output changes, so cached folders are made again
 MANIFEST_FILE = "recipe.json"
 RECIPES = {"demo": (DemoOptions, synthetic.build), "generic": (GenericOptions, generic.build),
            "tut": (TutOptions, tut.build), "dcase2013": (Dcase2013Options, dcase2013.build)}
