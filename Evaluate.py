@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from dataclasses import asdict, replace
 
 import numpy as np
 from sacred import SETTINGS, Experiment
@@ -60,6 +61,16 @@ def check_config(config: dict, command: str) -> None:
                          "checkpoint=checkpoints/<run name> 'inputs=[\"song.mp3\"]' output_dir=separated")
     if command in ("main", "separate") and config["output_dir"]:
         check_folder_creatable(config["output_dir"], "output_dir")
+    if command in ("main", "separate"):
+        postfilter_for(config, command)
+
+
+def postfilter_for(config: dict, command: str):
+    """The PostFilter of the config's keys; `postfilter=None` is the command's own default."""
+    from Models.postfilter import DEFAULT_POSTFILTER, PostFilter
+
+    name = config["postfilter"] or ("none" if command == "main" else DEFAULT_POSTFILTER)
+    return PostFilter(name, config["softmask_power"], config["wiener_iterations"])
 
 
 SETTINGS.CAPTURE_MODE = "sys"
@@ -73,7 +84,11 @@ def config():
     partition = "test"  # "test" or "valid"
     protocol = "bss_eval_v3"  # "bss_eval_v3" (the paper: whole songs) or "museval_v4" (1 s windows, medians)
     mask_exponent = None  # weak-label checkpoints: replaces the mask exponent they were trained with
-    window_frames = 2048  # output frames per separator call on whole songs
+    window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
+    postfilter = None  # "none" (the paper's raw magnitudes), "softmask" or "wiener"; None: none when scoring
+    #                    (the paper's protocol), wiener for `separate` (the best on the demo's validation songs)
+    softmask_power = 1.0  # postfilter=softmask: each source gets |est|^p / sum_k |est_k|^p of the mixture
+    wiener_iterations = 1  # postfilter=wiener: EM rounds over the channels (Open-Unmix's default)
     output_dir = None  # results folder (default <checkpoint folder>/evaluation); for `separate`: audio folder
     overwrite = False  # replace earlier results or separated files in output_dir
     skip_existing = False  # for `separate`: leave out inputs whose outputs all exist (finish an earlier run)
@@ -85,21 +100,21 @@ def config():
 
 
 @ex.command(unobserved=True)
-def separate(checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, _log):
+def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, _log):
     """Writes one WAV per source for every input file, at the input's rate and channel count,
     streaming in blocks so that memory stays flat however long the input. A file that cannot
-    be read is named and skipped; the command then exits with status 1 once the others are done."""
+    be read is named and skipped; the command then exits with status 1 once the others are done.
+    The `separate` console command (pip install .) does the same."""
     from Models.checkpoint import load_trained
+    from Models.cli import separate_inputs
     from Models.separation import Separator
     from Models.streaming import SeparationFailed
-    from Models.weak_label.separation import separate_event_paths
 
     trained = load_trained(checkpoint, mask_exponent)
+    if isinstance(trained, Separator):
+        trained = replace(trained, postfilter=postfilter_for(_config, "separate"))
     try:
-        if isinstance(trained, Separator):
-            written = trained.separate_paths(list(inputs), output_dir, overwrite, skip_existing)
-        else:
-            written = separate_event_paths(trained, list(inputs), output_dir, overwrite, skip_existing)
+        written = separate_inputs(trained, list(inputs), output_dir, overwrite, skip_existing)
     except SeparationFailed as failure:
         _log.error("%s", failure)
         raise SystemExit(1) from failure
@@ -160,7 +175,7 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
 
 
 @ex.automain
-def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_dir, overwrite, _run, _log):
+def main(_config, checkpoint, partition, protocol, mask_exponent, window_frames, output_dir, overwrite, _run, _log):
     from Datasets import load_dataset_for
     from Models.checkpoint import load_trained
     from Models.separation import Separator
@@ -168,13 +183,14 @@ def main(checkpoint, partition, protocol, mask_exponent, window_frames, output_d
     separator = load_trained(checkpoint, mask_exponent)
     if not isinstance(separator, Separator):
         return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
+    separator = replace(separator, postfilter=postfilter_for(_config, "main"))
     json_path, pickle_path = _report_paths(separator.path, output_dir,
                                            partition if protocol == "bss_eval_v3" else f"{partition}_{protocol}",
                                            overwrite)
     tracks = getattr(load_dataset_for(separator.config), partition)
     scores = evaluate_tracks(separator, tracks, window_frames, protocol=protocol)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition, "protocol": protocol,
-              "tracks": scores, "summary": summarise_per_database(scores, separator.source_names)}
+              "postfilter": asdict(separator.postfilter), "tracks": scores, "summary": summarise_per_database(scores, separator.source_names)}
     _publish(report, json_path, pickle_path, _run)
     _log.info("Results in %s", json_path)
     for source, summary in report["summary"]["all"].items():

@@ -78,7 +78,10 @@ def config():
     patience = 5  # epochs without validation improvement before a phase stops
     phases = ["supervised", "semi_supervised"]  # which phases to run, in order
     semi_supervised_init = "scratch"  # "scratch" (paper: same random start) or "supervised" (fine-tune)
-    validation_window_frames = 2048  # output frames per separator call on whole songs
+    validation_window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
+    postfilter = "none"  # of the test scores: "none" (the paper's), "softmask" or "wiener" (Models/postfilter.py)
+    softmask_power = 1.0  # postfilter=softmask: each source gets |est|^p / sum_k |est_k|^p of the mixture
+    wiener_iterations = 1  # postfilter=wiener: EM rounds over the channels
 
     # ---- the weak-label method (Models/weak_label/model.py, Datasets/weak_label)
     weak_label_recipe = "demo"  # "demo", "generic", "tut", "dcase2013", or "folder" (data_root holds labels.csv)

@@ -208,15 +208,21 @@ def output_paths(separator, input_path: str, output_dir: str) -> dict[str, str]:
     return {name: os.path.join(output_dir, stem, f"{name}.wav") for name in separator.source_names}
 
 
+class OutputExists(FileExistsError):
+    """An output file of an earlier run is in the way (`path`)."""
+
+    def __init__(self, path: str):
+        super().__init__(f"'{path}' already exists; pass overwrite=True to replace it, or skip_existing=True to "
+                         "separate only the inputs whose outputs are missing.")
+        self.path = path
+
+
 def _refuse_existing(paths: Sequence[str], overwrite: bool) -> None:
     if overwrite:
         return
     for path in paths:
         if os.path.exists(path):
-            error = FileExistsError(f"'{path}' already exists; pass overwrite=True to replace it, or "
-                                    "skip_existing=True to separate only the inputs whose outputs are missing.")
-            error.filename = path
-            raise error
+            raise OutputExists(path)
 
 
 def _read_blocks(audio_file: soundfile.SoundFile, path: str, block_frames: int) -> Iterator[np.ndarray]:

@@ -84,6 +84,16 @@ def test_evaluate_experiment_writes_json_pickle_and_refuses_to_overwrite(tiny_co
     with pytest.raises(ValueError, match="`protocol` must be one of"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "protocol": "v5"})
 
+    # the paper's protocol scores the raw magnitudes unless a post-filter is asked for
+    assert report["postfilter"]["name"] == "none"
+    wiener = evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "postfilter": "wiener",
+                                            "output_dir": str(tmp_path / "wiener")})
+    with open(tmp_path / "wiener" / "best_supervised_test.json") as handle:
+        assert json.load(handle)["postfilter"] == {"name": "wiener", "softmask_power": 1.0, "wiener_iterations": 1}
+    assert np.isfinite(wiener.result["voice_median_SDR"])
+    with pytest.raises(ValueError, match="Config key `postfilter`: unknown post-filter 'wiener2'"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "postfilter": "wiener2"})
+
 
 def test_compare_table_lists_differing_keys_best_first(tiny_config):
     from tracking.compare import compare_runs, comparison_table

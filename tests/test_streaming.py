@@ -247,3 +247,54 @@ def test_empty_input_is_reported_as_empty(trained, tmp_path):
         audio.info(tmp_path / "empty.wav")
     with pytest.raises(AudioFileError, match=r"is empty \(0 bytes\)"):
         audio.read(tmp_path / "empty.wav")
+
+
+def test_batches_of_windows_equal_one_window_per_call_and_trace_once(trained):
+    """Three windows of each of two channels per call, fed in uneven blocks, give the frames of
+    one window per call; a second song of another length reuses the traced graph."""
+    from Models.windowing import WindowedSeparation
+
+    rng = np.random.default_rng(5)
+    songs = [rng.uniform(0, 2, (2, 33, frames)).astype(np.float32) for frames in (203, 77)]
+    for song in songs:
+        reference = WindowedSeparation(trained.model, trained.geometry, 33, 16, 2).push(song, last=True)
+        batched = WindowedSeparation(trained.model, trained.geometry, 33, 16, 2, positions=3)
+        parts = [batched.push(song[:, :, start:start + 29], last=start + 29 >= song.shape[2])
+                 for start in range(0, song.shape[2], 29)]
+        for name in SOURCES:
+            joined = np.concatenate([part[name] for part in parts if part], axis=2)
+            assert joined.shape == song.shape
+            np.testing.assert_allclose(joined, reference[name], atol=1e-5)
+    assert batched.model.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("postfilter", ["softmask", "wiener"])
+def test_streamed_post_filters_equal_the_whole_song(trained, tmp_path, postfilter):
+    """Blocks of 0.3 s (not a multiple of the Wiener filter's frame blocks) and whole-song
+    separation filter the same blocks; the sources sum to the mixture."""
+    from dataclasses import replace
+
+    from Models.postfilter import BLOCK_FRAMES, PostFilter
+
+    filtered = replace(trained, postfilter=PostFilter(postfilter))
+    signal = write_noise(str(tmp_path / "song.wav"), 3.0, trained.settings.sample_rate, 1)[:, 0]
+    assert len(signal) // trained.settings.hop > 2 * BLOCK_FRAMES
+    whole = filtered.waveform(signal)
+    streamed = filtered.separate_file(str(tmp_path / "song.wav"), str(tmp_path / "out"), block_seconds=0.3)
+    for name, path in zip(SOURCES, streamed):
+        np.testing.assert_allclose(soundfile.read(path, dtype="float32")[0], whole[name], atol=1e-4)
+    np.testing.assert_allclose(sum(whole.values()), signal, atol=1e-4)
+
+
+def test_stereo_wiener_sources_sum_to_the_input(trained, tmp_path):
+    from dataclasses import replace
+
+    from Models.postfilter import PostFilter
+
+    signal = write_noise(str(tmp_path / "song.wav"), 2.0, trained.settings.sample_rate, 2)
+    signal[:, 1] *= 0.3  # channels of different levels
+    soundfile.write(str(tmp_path / "song.wav"), signal, trained.settings.sample_rate, subtype="FLOAT")
+    written = replace(trained, postfilter=PostFilter("wiener", wiener_iterations=2)).separate_file(
+        str(tmp_path / "song.wav"), str(tmp_path / "out"))
+    total = sum(soundfile.read(path, dtype="float32", always_2d=True)[0] for path in written)
+    np.testing.assert_allclose(total, signal, atol=1e-4)

@@ -43,7 +43,7 @@ class Solver(TrainingLoop):
     def __init__(self, model: AdversarialSeparator, separation: Separator, description: dict, paired, unpaired,
                  validation: list[ValidationSong], checkpoint_dir: str, log_dir: str, epoch_it: int = 1000,
                  max_epochs: int = 100, patience: int = 5, summary_every: int = 10,
-                 validation_window_frames: int = 1024, semi_supervised_init: str = "scratch",
+                 validation_window_frames: int | None = None, semi_supervised_init: str = "scratch",
                  example: AudioExample | None = None, on_epoch_end=None, chief: bool = True):
         """`separation` applies `model.separator` to whole songs for validation and the example;
         `description` (Models.checkpoint.separator_description) goes into every checkpoint."""

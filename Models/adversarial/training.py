@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,7 @@ from Models.adversarial.solver import PHASES, AudioExample, Solver, ValidationSo
 from Models.checkpoint import load_separator, save_config, separator_description
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
 from Models.distribution import check_distribution, is_chief, strategy_for
+from Models.postfilter import PostFilter, check_postfilter
 from Models.registry import SeparatorSpec, architecture
 from Models.scoring import evaluate_tracks, flat_result, median_text, summarise
 from Models.separation import Separator
@@ -44,6 +46,7 @@ def check_config(config: dict) -> None:
         raise ValueError(f"Config key `phases` must list some of {PHASES}, got {config['phases']!r}.")
     require_choices(config, {"semi_supervised_init": ("scratch", "supervised"), "split": SPLITS})
     check_distribution(config["distribution"], config["devices"])
+    check_postfilter(config["postfilter"], config["softmask_power"], config["wiener_iterations"])
 
 
 def check_unet_config(config: dict) -> None:
@@ -159,7 +162,8 @@ def score_phase(solver: Solver, phase: str, partitions: Partitions, test_songs: 
     """The test scores of the saved best model of `phase`, loaded into a network of its own: a
     resumed run may still be training a later phase in the solver's."""
     best = solver.checkpoint_path(solver.best_name(phase))
-    separator = load_separator(best)
+    separator = replace(load_separator(best), postfilter=PostFilter(config["postfilter"], config["softmask_power"],
+                                                                    config["wiener_iterations"]))
     scores = evaluate_tracks(separator, partitions.test, config["validation_window_frames"])
     return {"validation_loss": float(solver.best_validation_loss(phase)),
             "test_loss": float(solver.supervised_loss(test_songs, separator)),
