@@ -3,6 +3,7 @@
     python Evaluate.py with checkpoint=checkpoints/<run name>        # score the test partition
     python Evaluate.py separate with checkpoint=... 'inputs=["song.mp3", "folder/"]' output_dir=out
     python Evaluate.py compare with runs=runs                        # tabulate training runs
+    python Evaluate.py export with checkpoint=... format=onnx output_dir=exported   # Models/export.py
 
 The scoring itself is `Models/scoring.py` (the paper's BSS Eval protocol, or museval's v4 with
 `protocol=museval_v4`) for separators and `Models/weak_label/separation.py` for weak-label models
@@ -59,9 +60,16 @@ def check_config(config: dict, command: str) -> None:
     if command == "separate" and not (config["checkpoint"] and config["inputs"] and config["output_dir"]):
         raise ValueError("`separate` needs checkpoint, inputs and output_dir: python Evaluate.py separate with "
                          "checkpoint=checkpoints/<run name> 'inputs=[\"song.mp3\"]' output_dir=separated")
-    if command in ("main", "separate") and config["output_dir"]:
+    if command == "export":
+        if not (config["checkpoint"] and config["output_dir"]):
+            raise ValueError("`export` needs checkpoint and output_dir: python Evaluate.py export with "
+                             "checkpoint=checkpoints/<run name> format=onnx output_dir=exported")
+        from Models.export import check_format
+
+        check_format(config["format"])
+    if command in ("main", "separate", "export") and config["output_dir"]:
         check_folder_creatable(config["output_dir"], "output_dir")
-    if command in ("main", "separate"):
+    if command in ("main", "separate", "export"):
         postfilter_for(config, command)
 
 
@@ -86,7 +94,7 @@ def config():
     mask_exponent = None  # weak-label checkpoints: replaces the mask exponent they were trained with
     window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
     postfilter = None  # "none" (the paper's raw magnitudes), "softmask" or "wiener"; None: none when scoring
-    #                    (the paper's protocol), wiener for `separate` (the best on the demo's validation songs)
+    #                    (the paper's protocol), softmask for `separate` (the best on the demo's validation songs)
     softmask_power = 1.0  # postfilter=softmask: each source gets |est|^p / sum_k |est_k|^p of the mixture
     wiener_iterations = 1  # postfilter=wiener: EM rounds over the channels (Open-Unmix's default)
     output_dir = None  # results folder (default <checkpoint folder>/evaluation); for `separate`: audio folder
@@ -97,6 +105,7 @@ def config():
     mongo_url = None  # record the evaluation in MongoDB as well
     mongo_fallback_to_files = False  # an unreachable mongo_url or -m server: warn and keep the file observer, not fail
     runs = "runs"  # for `compare`: the file observer folder whose runs to tabulate
+    format = "saved_model"  # for `export`: "saved_model", "tflite" or "onnx" (needs tf2onnx: pip install '.[export]')
 
 
 @ex.command(unobserved=True)
@@ -120,6 +129,20 @@ def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, 
         raise SystemExit(1) from failure
     _log.info("Wrote %d files to %s", len(written), output_dir)
     return written
+
+
+@ex.command(unobserved=True)
+def export(_config, checkpoint, format, output_dir, overwrite, window_frames, _log):
+    """Writes a separator's network in `format` to output_dir, with its JSON sidecar and a
+    standalone script that separates WAV files with that folder alone (Models/export.py). The
+    sidecar's default post-filter is `separate`'s; `window_frames` fixes the window length
+    (then one window per call) instead of the engine's choice."""
+    from Models.export import export_checkpoint
+
+    folder = export_checkpoint(checkpoint, output_dir, format, postfilter_for(_config, "export"), overwrite,
+                               window_frames)
+    _log.info("Exported to %s: python %s/separate_exported.py %s song.wav -o separated", folder, folder, folder)
+    return folder
 
 
 @ex.command(unobserved=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 POSTFILTERS = ("none", "softmask", "wiener")
-DEFAULT_POSTFILTER = "wiener"  # for separating files: the best on the demo's validation songs (README, "Post-filter")
+DEFAULT_POSTFILTER = "softmask"  # for separating files: the best on the demo's validation songs (README, "Post-filters")
 BLOCK_FRAMES = 300  # Open-Unmix's wiener_win_len
 # norbert's: float32's machine epsilon, as a floor on powers and determinants, its square root
 # on the mixture covariance's diagonal (the spectra are complex64)

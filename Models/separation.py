@@ -31,7 +31,10 @@ ACTIVATION_BUDGET_BYTES = 256 * 2 ** 20
 # float32 feature maps alive per input frame, in units of input_bins * first-layer filters:
 # measured 2.3 for the paper's U-Net (TensorFlow frees each level's maps once they are used)
 FEATURE_MAPS_PER_FRAME = 3
-MAX_WINDOW_FRAMES = 1024  # output frames per window: longer ones are no faster
+# On a CPU, output frames per window and per network call past which it gets no faster (or
+# slower, as the feature maps leave the caches): benchmarks/bench_separation.py's table
+MAX_WINDOW_FRAMES = 1024
+MAX_FRAMES_PER_CALL = 2048
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Separator:
     def window_shape(self, channels: int, frames: int | None = None) -> tuple[int, int]:
         """(output frames per window, windows per channel per network call) for `channels`
         channels: the longest window up to MAX_WINDOW_FRAMES whose activations fit the budget,
-        then as many consecutive windows as fit too. For `frames` known (a whole song), no
+        then as many consecutive windows as fit too, up to MAX_FRAMES_PER_CALL in all. For `frames` known (a whole song), no
         longer than the next power-of-two number of grids that covers it, so that short songs
         are not padded to a long window and a handful of shapes serves all lengths."""
         grid = self.geometry.grid
@@ -62,7 +65,8 @@ class Separator:
         input_bins = self.geometry.windows(grid).input_bins
         bytes_per_frame = 4 * input_bins * first_filters * FEATURE_MAPS_PER_FRAME * channels
         longest = max(min(ACTIVATION_BUDGET_BYTES // bytes_per_frame, MAX_WINDOW_FRAMES) // grid, 1) * grid
-        positions = max(ACTIVATION_BUDGET_BYTES // (bytes_per_frame * self.geometry.windows(longest).input_frames), 1)
+        positions = max(min(ACTIVATION_BUDGET_BYTES // (bytes_per_frame * self.geometry.windows(longest).input_frames),
+                            MAX_FRAMES_PER_CALL // (longest * channels)), 1)
         if frames is None:
             return longest, positions
         step = min(longest, self._covering(frames))

@@ -114,24 +114,31 @@ class _OverlapAdd:
     def __init__(self, n_fft: int, hop: int, channels: int):
         self.n_fft, self.hop, self.pad = n_fft, hop, n_fft // 2
         self.window = get_window("hann", n_fft, fftbins=True).astype(np.float32)
-        self._squared_window = self.window ** 2
+        # Frames are added hop by hop: each is cut into `segments` pieces of one hop (zero-padded),
+        # and piece k of every frame lands k hops after the frame's start, so one vectorised
+        # addition per piece replaces one per frame.
+        self.segments = -(-n_fft // hop)
+        self._squared_window = np.zeros(self.segments * hop, np.float32)
+        self._squared_window[:n_fft] = self.window ** 2
         self._sum = np.zeros((0, channels), np.float32)  # from the next unfinished padded sample on
         self._window_sum = np.zeros(0, np.float32)
         self._to_trim = self.pad  # the padded signal's first `pad` samples precede the signal
         self._emitted = 0
 
     def push(self, spectrum: np.ndarray, last: bool, signal_length: int) -> np.ndarray:
-        count = spectrum.shape[2]
+        channels, _, count = spectrum.shape
         frames = np.fft.irfft(spectrum, n=self.n_fft, axis=1).astype(np.float32) * self.window[:, None]
-        span = max((count - 1) * self.hop + self.n_fft, len(self._sum)) if count else len(self._sum)
-        total = np.zeros((span, self._sum.shape[1]), np.float32)
+        frames = np.pad(frames, ((0, 0), (0, self.segments * self.hop - self.n_fft), (0, 0)))
+        pieces = frames.reshape(channels, self.segments, self.hop, count).transpose(1, 3, 2, 0)
+        span = max((count - 1 + self.segments) * self.hop, len(self._sum)) if count else len(self._sum)
+        total = np.zeros((span, channels), np.float32)
         window_sum = np.zeros(span, np.float32)
         total[:len(self._sum)] = self._sum
         window_sum[:len(self._window_sum)] = self._window_sum
-        for index in range(count):
-            start = index * self.hop
-            total[start:start + self.n_fft] += frames[:, :, index].T
-            window_sum[start:start + self.n_fft] += self._squared_window
+        for piece in range(self.segments if count else 0):
+            placed = slice(piece * self.hop, (piece + count) * self.hop)
+            total[placed] += pieces[piece].reshape(count * self.hop, channels)
+            window_sum[placed] += np.tile(self._squared_window[piece * self.hop:(piece + 1) * self.hop], count)
         finished = span if last else count * self.hop
         audio = total[:finished]
         nonzero = window_sum[:finished] > np.finfo(np.float32).tiny
