@@ -40,6 +40,8 @@ def config():
 
     # ---- data of the adversarial method
     use_demo_data = True  # generate the built-in demo data set (Datasets/demo.py) and train on it
+    demo_options = {}  # demo generator settings, e.g. {"training_tracks": 24} (Datasets/demo.py, DemoSettings)
+    paired_tracks = None  # keep only the first N paired training songs paired; the others become unpaired
     descriptors = []  # XML descriptor files (see dataset_xml/), used with or instead of the demo data
     dataset_root = None  # a folder holding one sub-folder per data set, named like its databaseName
     dataset_roots = {}  # per data set root, e.g. {"DSD100": "/data/DSD100"}; wins over dataset_root
@@ -104,6 +106,11 @@ def config():
     gwrp_decay = 0.999  # d of global weighted rank pooling (1: average pooling, 0: max pooling)
     classifier_options = {}  # further options of the classifier (Models/weak_label/pooling.py)
     sparsity_weight = 0.0  # w in (1 - w) BCE + w mean|mask| over absent classes (Kong: 0.3)
+    output_bias = "prior"  # "prior": the class bias starts where clip probabilities match the training
+    #                       labels' class frequencies (Models/weak_label/prior_bias.py); "zero": the papers'
+    augment_gain_db = 0.0  # training clips louder or quieter by up to this many dB (Models/weak_label/augmentation.py)
+    augment_time_shift = 0.0  # seconds: training clips rolled along time by up to this
+    augment_mix_probability = 0.0  # chance that a training clip is summed with another, labels joined
     learning_rate = 1e-3  # Adam
     lr_decay_epochs = 50  # the learning rate is multiplied by lr_decay_factor every this many epochs
     lr_decay_factor = 0.5
@@ -163,7 +170,8 @@ tracking.observers.install(ex, commands=("main",), check_config=check_before_run
 
 
 @ex.main
-def main(_config, _run, _log, seed, dataset_roots, recipe_options, classifier_options, architecture_options):
+def main(_config, _run, _log, seed, dataset_roots, demo_options, recipe_options, classifier_options,
+         architecture_options):
     # The dict-valued keys are named so that Sacred accepts entries added to them (`with
     # dataset_roots.DSD100=...`); all is read from `_config`, checked by `check_before_run`.
     config = dict(_config)

@@ -31,6 +31,7 @@ of its stems as read back):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -590,6 +591,20 @@ def _clear(root: str) -> None:
 def _write_manifest(root: str, settings: DemoSettings) -> None:
     with atomic_open(os.path.join(root, MANIFEST_NAME), "w", encoding="utf-8") as file:
         json.dump(_manifest(settings), file, indent=2)
+
+
+def demo_folder(cache_dir: str, options: dict) -> str:
+    """Where the demo set of these generator `options` (DemoSettings fields, the config key
+    `demo_options`) lives: `<cache_dir>/demo` for the default set, a folder of their own for
+    others, so that switching between them never regenerates either."""
+    unknown = sorted(set(options) - {field.name for field in fields(DemoSettings)})
+    if unknown:
+        raise ValueError(f"Config key `demo_options`: unknown demo settings {unknown}; the settings are "
+                         f"{[field.name for field in fields(DemoSettings)]}.")
+    if not options:
+        return os.path.join(cache_dir, "demo")
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    return os.path.join(cache_dir, f"demo_{digest}")
 
 
 def generate_demo_data(root: str, seed: int = DemoSettings.seed, *,

@@ -70,6 +70,19 @@ class Partitions:
     valid: list[SeparationTrack]
     test: list[SeparationTrack]
 
+    def with_paired(self, count: int) -> Partitions:
+        """Only the first `count` supervised training songs paired; the others join the unpaired
+        songs (their mixture, and each source on its own), so that paired and unpaired audio
+        never come from the same song: the scarce-pairs setting of the paper's claim."""
+        if not 1 <= count <= len(self.train_sup):
+            raise DatasetConfigError(f"Config key `paired_tracks`: {count} paired songs asked for, but the training "
+                                     f"split has {len(self.train_sup)} (and at least 1 is needed).")
+        unpaired = UnpairedSources(list(self.train_unsup.mixtures),
+                                   {name: list(samples) for name, samples in self.train_unsup.sources.items()})
+        for track in self.train_sup[count:]:
+            unpaired.add(track)
+        return Partitions(self.train_sup[:count], unpaired, self.valid, self.test)
+
     def summary(self) -> str:
         def describe(tracks: list[SeparationTrack]) -> str:
             hours = sum(track.mixture.duration for track in tracks) / 3600

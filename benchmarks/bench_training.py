@@ -9,8 +9,9 @@ All figures come from this one run, so a busy machine slows baseline and candida
   outputs, in-memory batches);
 * the project's compiled supervised step (Models/adversarial/model.py, XLA as in Training.py), and
   the same step with Keras's MaxPooling2D in place of the project's MaxPooling2x2;
-* one semi-supervised step (num_disc=5 critic iterations plus the separator step), with
-  the same step compiled without XLA as its baseline.
+* one semi-supervised step (num_disc=5 critic iterations plus the separator step) and its
+  parts, with and without XLA, against 10 supervised steps measured in the same run (issue
+  15's yardstick); --semi-only measures only this.
 Training FLOPs are counted as 3x the forward pass (forward, input and weight gradients).
 Baselines and candidates alternate and the best of two rounds is kept for each.
 With --strategies it prints instead the supervised step's examples/s with distribution none
@@ -37,6 +38,8 @@ import tensorflow as tf  # noqa: E402
 import Models.separator  # noqa: E402
 from Models.adversarial.model import AdversarialSeparator  # noqa: E402
 from Models.separator import build_separator  # noqa: E402
+
+SUPERVISED_STEPS = 10  # issue 15: a semi-supervised step costs about this many supervised ones
 
 
 def keras_pooling() -> contextlib.AbstractContextManager:
@@ -107,12 +110,21 @@ def plain_fit(mixture, sources):
     return seconds_per_step
 
 
+def batches_of(rng, batch_size: int) -> tuple:
+    """A paired batch at paper shapes: mixtures (350 x 158) and both sources (258 x 66)."""
+    return (tf.constant(rng.uniform(0, 1, (batch_size, 350, 158, 1)).astype(np.float32)),
+            tf.constant(rng.uniform(0, 1, (batch_size, 258, 66, 2)).astype(np.float32)))
+
+
 def project_step(mixture, sources, jit_compile: bool = True):
     model = AdversarialSeparator(jit_compile=jit_compile)
     return timed_loop(lambda: model.supervised_step(mixture, sources)["supervised_loss"].numpy())
 
 
-def semi_supervised_step(batch_size: int, jit_compile: bool):
+def semi_supervised_parts(batch_size: int, jit_compile: bool) -> dict:
+    """Runners of one semi-supervised step (num_disc=5) and of its parts: one critic iteration
+    (the separator's estimates for an unpaired batch, then one Adam step of each critic with
+    its gradient penalty) and the separator's step."""
     model = AdversarialSeparator(num_disc=5, jit_compile=jit_compile)
     shapes, rng = model.shapes, np.random.default_rng(0)
 
@@ -122,7 +134,12 @@ def semi_supervised_step(batch_size: int, jit_compile: bool):
     mixture_shape, source_shape = (shapes.input_bins, shapes.input_frames, 1), (shapes.output_bins, shapes.output_frames)
     paired = (batch(*mixture_shape), batch(*source_shape, 2))
     unpaired = [(batch(*mixture_shape), (batch(*source_shape, 1), batch(*source_shape, 1))) for _ in range(6)]
-    return timed_loop(lambda: model.semi_supervised_step(*paired, unpaired)["separator_loss"].numpy())
+    return {"semi-supervised step": timed_loop(
+                lambda: model.semi_supervised_step(*paired, unpaired)["separator_loss"].numpy()),
+            "critic iteration": timed_loop(
+                lambda: model.critic_step(*unpaired[0])["critic_loss/voice"].numpy()),
+            "separator step": timed_loop(
+                lambda: model.separator_step(*paired, unpaired[0][0])["separator_loss"].numpy())}
 
 
 def strategy_table(batch_size: int, steps: int) -> None:
@@ -151,6 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--semi-only", action="store_true", help="only the semi-supervised step and its parts")
     parser.add_argument("--strategies", action="store_true",
                         help="the table of distribution, XLA and mixed precision settings instead")
     arguments = parser.parse_args()
@@ -161,17 +179,15 @@ def main() -> None:
     matmul = matmul_gflops()
     flops = 3 * forward_flops(build_separator(), (350, 158, 1))
     print(f"machine: {matmul:.0f} GFLOP/s float32 matmul; separator training step {flops / 1e9:.2f} GFLOP/example")
-    rng, supervised_seconds = np.random.default_rng(0), {}
-    for batch_size in arguments.batch_sizes:
-        mixture = tf.constant(rng.uniform(0, 1, (batch_size, 350, 158, 1)).astype(np.float32))
-        sources = tf.constant(rng.uniform(0, 1, (batch_size, 258, 66, 2)).astype(np.float32))
+    rng = np.random.default_rng(0)
+    for batch_size in [] if arguments.semi_only else arguments.batch_sizes:
+        mixture, sources = batches_of(rng, batch_size)
         plain, ours = plain_fit(mixture, sources), project_step(mixture, sources)
         with keras_pooling():
             ours_keras_pooling = project_step(mixture, sources)
         rounds = [(plain(arguments.steps), ours(arguments.steps), ours_keras_pooling(arguments.steps))
                   for _ in range(2)]
         plain_time, ours_time, keras_pooling_time = (min(times) for times in zip(*rounds))
-        supervised_seconds[batch_size] = ours_time
         for name, seconds in (("plain Keras fit", plain_time), ("project step", ours_time),
                               ("with MaxPooling2D", keras_pooling_time)):
             rate = batch_size / seconds
@@ -180,10 +196,15 @@ def main() -> None:
         print(f"batch {batch_size:3d} speed-up over plain fit: {plain_time / ours_time:.2f}x (target >= 1.5x); "
               f"MaxPooling2x2 over MaxPooling2D: {keras_pooling_time / ours_time:.2f}x")
     batch_size = arguments.batch_sizes[0]
-    xla = semi_supervised_step(batch_size, True)(2)
-    graph = semi_supervised_step(batch_size, False)(2)
-    print(f"semi-supervised step (num_disc=5), batch {batch_size}: {xla:.2f} s with XLA, {graph:.2f} s compiled "
-          f"without XLA ({graph / xla:.2f}x); {xla / supervised_seconds[batch_size]:.1f}x a supervised step")
+    print(f"semi-supervised step (num_disc=5), batch {batch_size}, against {SUPERVISED_STEPS} supervised steps:")
+    for jit_compile in (True, False):
+        supervised = project_step(*batches_of(rng, batch_size), jit_compile=jit_compile)(arguments.steps)
+        parts = {name: runner(2) for name, runner in semi_supervised_parts(batch_size, jit_compile).items()}
+        print(f"  {'XLA' if jit_compile else 'no XLA'}: {parts['semi-supervised step']:.2f} s = "
+              f"{parts['semi-supervised step'] / supervised:.1f} supervised steps ({supervised:.3f} s each; "
+              f"{SUPERVISED_STEPS} take {SUPERVISED_STEPS * supervised:.2f} s); of it 5 critic iterations "
+              f"{5 * parts['critic iteration']:.2f} s and the separator step {parts['separator step']:.2f} s")
+
 
 if __name__ == "__main__":
     main()

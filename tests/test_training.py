@@ -66,6 +66,16 @@ def test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard(tiny_config,
             "supervised/audio/mixture"} <= tags
     steps = [event.step for event in events.Tensors("semi_supervised/separator_loss")]
     assert steps == [7, 8, 9, 10, 11, 12]  # one global step across phases
+    # the semi-supervised phase's diagnostics, on held-back (validation) songs
+    import tensorflow as tf
+
+    for tag in ("gradient_norm/adversarial", "gradient_ratio/additivity", "critic_accuracy/voice",
+                "held_back_wasserstein/accompaniment"):
+        values = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(f"semi_supervised/diagnostics/{tag}")]
+        assert len(values) == 6 and np.isfinite(values).all(), tag
+    accuracies = [float(tf.make_ndarray(event.tensor_proto))
+                  for event in events.Tensors("semi_supervised/diagnostics/critic_accuracy/voice")]
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in accuracies)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monkeypatch):

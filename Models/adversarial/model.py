@@ -101,7 +101,7 @@ class AdversarialSeparator:
                 optimizer.build(model.trainable_variables)
         self._steps = {name: replicated_step(self.strategy, step, jit_compile)
                        for name, step in (("supervised", self._supervised_step), ("critic", self._critic_step),
-                                          ("separator", self._separator_step))}
+                                          ("separator", self._separator_step), ("diagnostics", self._diagnostics))}
 
     def _run(self, name: str, *batches) -> dict:
         return self._steps[name](*split_among_replicas(self.strategy, batches))
@@ -177,3 +177,42 @@ class AdversarialSeparator:
         self._apply(self.optimizers["semi_supervised"], tape, losses["separator_loss"],
                     self.separator.trainable_variables)
         return losses
+
+    def diagnostics(self, mixture, sources, unpaired_mixture, held_back_mixture, held_back_sources) -> dict:
+        """What the semi-supervised phase is doing, changing nothing: the global norm of the
+        separator's gradient from each term of its loss (L_sup, alpha L_adv, beta L_add) on a
+        step's batches, and per critic, on held-back batches (solo sources and estimates for
+        mixtures of songs it never trains on), its Wasserstein estimate and its ranking
+        accuracy: the share of (real, fake) pairs it scores in the right order (0.5: chance)."""
+        return self._run("diagnostics", mixture, sources, unpaired_mixture, held_back_mixture,
+                         tuple(held_back_sources))
+
+    def _diagnostics(self, batches, global_batch: int) -> dict:
+        mixture, sources, unpaired_mixture, held_back_mixture, held_back_sources = batches
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync  # the step sums every metric over the replicas
+
+        def mean(losses):
+            return tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+
+        variables = self.separator.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            estimates = self.separator(unpaired_mixture, training=True)
+            terms = {"supervised": mean(supervised_losses(self.separator(mixture, training=True), sources,
+                                                          self.source_names)),
+                     "adversarial": self.alpha * mean(-tf.add_n([self.critics[name](estimates[name])[:, 0]
+                                                                 for name in self.source_names])),
+                     "additivity": self.beta * mean(additivity_losses(unpaired_mixture, estimates, self.shapes))}
+        metrics = {}
+        for term, loss in terms.items():
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(loss, variables))
+            metrics[f"diagnostics/gradient_norm/{term}"] = tf.linalg.global_norm(gradients) / replicas
+        fakes = self.separator(held_back_mixture, training=False)
+        for name, real in zip(self.source_names, held_back_sources):
+            real_scores = self.critics[name](real)[:, 0]
+            fake_scores = self.critics[name](fakes[name])[:, 0]
+            in_order = tf.cast(real_scores[:, None] > fake_scores[None, :], tf.float32)
+            metrics[f"diagnostics/critic_accuracy/{name}"] = tf.reduce_mean(in_order) / replicas
+            metrics[f"diagnostics/held_back_wasserstein/{name}"] = \
+                (tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores)) / replicas
+        return metrics

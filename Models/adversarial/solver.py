@@ -44,14 +44,16 @@ class Solver(TrainingLoop):
                  validation: list[ValidationSong], checkpoint_dir: str, log_dir: str, epoch_it: int = 1000,
                  max_epochs: int = 100, patience: int = 5, summary_every: int = 10,
                  validation_window_frames: int | None = None, semi_supervised_init: str = "scratch",
-                 example: AudioExample | None = None, on_epoch_end=None, chief: bool = True):
+                 example: AudioExample | None = None, on_epoch_end=None, chief: bool = True, held_back=None):
         """`separation` applies `model.separator` to whole songs for validation and the example;
-        `description` (Models.checkpoint.separator_description) goes into every checkpoint."""
+        `description` (Models.checkpoint.separator_description) goes into every checkpoint;
+        `held_back`, unpaired batches of songs never trained on (validation songs), feeds the
+        semi-supervised phase's diagnostics every `summary_every` steps."""
         super().__init__(checkpoint_dir, log_dir, max_epochs, patience, summary_every, on_epoch_end, chief)
         self.model, self.paired, self.unpaired, self.validation = model, paired, unpaired, validation
         self.separation, self.description = separation, description
         self.steps_per_epoch, self.validation_window_frames = epoch_it, validation_window_frames
-        self.semi_supervised_init, self.example = semi_supervised_init, example
+        self.semi_supervised_init, self.example, self.held_back = semi_supervised_init, example, held_back
         self.initial_separator_weights = model.separator.get_weights()
 
     # ---- state -------------------------------------------------------------------------
@@ -97,10 +99,24 @@ class Solver(TrainingLoop):
         mixture, sources = self.paired.next_batch()
         if phase == "supervised":
             metrics = self.model.supervised_step(mixture, sources)
-        else:
-            unpaired_batches = [self.unpaired.next_batch() for _ in range(self.model.num_disc + 1)]
-            metrics = self.model.semi_supervised_step(mixture, sources, unpaired_batches)
-        return {name: float(value) for name, value in metrics.items()}
+            return {name: float(value) for name, value in metrics.items()}
+        unpaired_batches = [self.unpaired.next_batch() for _ in range(self.model.num_disc + 1)]
+        diagnostics = {}
+        if self.held_back is not None and (self.progress.global_step + 1) % self.summary_every == 0:
+            # on the weights the step starts from, with its own batches: what each term asks of it
+            diagnostics = self.diagnostics(mixture, sources, unpaired_batches[-1][0])
+        metrics = self.model.semi_supervised_step(mixture, sources, unpaired_batches)
+        return {**{name: float(value) for name, value in metrics.items()}, **diagnostics}
+
+    def diagnostics(self, mixture, sources, unpaired_mixture) -> dict[str, float]:
+        """The model's diagnostics (AdversarialSeparator.diagnostics) on a held-back batch, and
+        each term's gradient norm as a share of the supervised term's."""
+        metrics = {name: float(value) for name, value in
+                   self.model.diagnostics(mixture, sources, unpaired_mixture, *self.held_back.next_batch()).items()}
+        supervised = max(metrics["diagnostics/gradient_norm/supervised"], 1e-30)
+        for term in ("adversarial", "additivity"):
+            metrics[f"diagnostics/gradient_ratio/{term}"] = metrics[f"diagnostics/gradient_norm/{term}"] / supervised
+        return metrics
 
     # ---- validation --------------------------------------------------------------------
     def supervised_loss(self, songs: list[ValidationSong], separator: Separator | None = None) -> float:

@@ -14,7 +14,7 @@ from Datasets.audio import read
 from Datasets.conversions import check_source_names
 from Datasets.excerpts import PairedExcerpts, SpectrogramCache, UnpairedExcerpts
 from Datasets.features import SpectrogramSettings
-from Datasets.partitions import SPLITS, Partitions
+from Datasets.partitions import SPLITS, Partitions, UnpairedSources
 from Models.adversarial.model import AdversarialSeparator
 from Models.adversarial.solver import PHASES, AudioExample, Solver, ValidationSong
 from Models.checkpoint import load_separator, save_config, separator_description
@@ -101,10 +101,16 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                   + [s for samples in unpaired_sources.sources.values() for s in samples], config["num_workers"])
     paired = PairedExcerpts([(t.mixture, *t.sources.values()) for t in partitions.train_sup], model.shapes,
                             config["batch_size"], cache, seed)
-    unpaired = None
+    unpaired = held_back = None
     if "semi_supervised" in config["phases"]:
         unpaired = UnpairedExcerpts(unpaired_sources.mixtures, unpaired_sources.sources, model.shapes,
                                     config["batch_size"], cache, seed + 1)
+        validation = UnpairedSources()
+        for track in partitions.valid:
+            validation.add(track)
+        if validation.mixtures and all(validation.sources.values()):
+            held_back = UnpairedExcerpts(validation.mixtures, validation.sources, model.shapes, config["batch_size"],
+                                         cache, seed + 2)
 
     def songs(partition):
         return [ValidationSong(t.name, cache.load(t.mixture), np.stack([cache.load(s) for s in t.sources.values()]))
@@ -131,7 +137,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                     songs(partitions.valid), checkpoint_dir, tensorboard_dir, config["epoch_it"],
                     config["max_epochs"], config["patience"], config["summary_every"],
                     config["validation_window_frames"], config["semi_supervised_init"], example,
-                    on_epoch_end=log_epoch, chief=chief)
+                    on_epoch_end=log_epoch, chief=chief, held_back=held_back)
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                      "tensorboard_dir": os.path.abspath(tensorboard_dir)})
     if config["resume"]:
