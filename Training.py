@@ -123,7 +123,8 @@ def config():
     distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py
     devices = []  # for "mirrored": the devices of the replicas, e.g. ["/gpu:0", "/gpu:1"]
     collective_timeout = 300.0  # seconds a worker waits for the others before it stops with an error
-    jit_compile = True  # XLA-compile the training steps (faster on CPU and GPU; False eases debugging)
+    jit_compile = True  # XLA-compile the supervised step (and the weak-label step); False eases debugging
+    jit_compile_semi_supervised = False  # XLA for the critic and separator steps: slower critics on the CPUs measured
     mixed_precision = False  # float16 compute with loss scaling: for GPUs with tensor cores only
 
     # ---- output, tracking and resuming (both methods)

@@ -125,7 +125,7 @@ def semi_supervised_parts(batch_size: int, jit_compile: bool) -> dict:
     """Runners of one semi-supervised step (num_disc=5) and of its parts: one critic iteration
     (the separator's estimates for an unpaired batch, then one Adam step of each critic with
     its gradient penalty) and the separator's step."""
-    model = AdversarialSeparator(num_disc=5, jit_compile=jit_compile)
+    model = AdversarialSeparator(num_disc=5, jit_compile=jit_compile, jit_compile_semi_supervised=jit_compile)
     shapes, rng = model.shapes, np.random.default_rng(0)
 
     def batch(*shape):

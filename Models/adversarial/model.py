@@ -70,7 +70,7 @@ class AdversarialSeparator:
                  critic_max_filters: int = 256, critic_dense_units: int = 32, supervised_lr: float = 5e-5,
                  semi_supervised_lr: float = 5e-5, critic_lr: float = 5e-5, alpha: float = 1e-3,
                  beta: float = 1e-3, lam: float = 10.0, num_disc: int = 5, seed: int = 0,
-                 jit_compile: bool = False, mixed_precision: bool = False,
+                 jit_compile: bool = False, jit_compile_semi_supervised: bool = False, mixed_precision: bool = False,
                  strategy: tf.distribute.Strategy | None = None):
         """`spec` names the separator's architecture (Models/registry.py); its training windows
         predict at least `num_frames` frames."""
@@ -99,9 +99,13 @@ class AdversarialSeparator:
             for name, optimizer in self.optimizers.items():
                 model = self.critics[name[len("critic_"):]] if name.startswith("critic_") else self.separator
                 optimizer.build(model.trainable_variables)
-        self._steps = {name: replicated_step(self.strategy, step, jit_compile)
-                       for name, step in (("supervised", self._supervised_step), ("critic", self._critic_step),
-                                          ("separator", self._separator_step), ("diagnostics", self._diagnostics))}
+        # XLA helps the supervised step, but on the CPUs measured made the critic iterations (the
+        # gradient penalty's second-order gradients) 1.7-5x slower (benchmarks/bench_training.py)
+        self._steps = {name: replicated_step(self.strategy, step, xla)
+                       for name, step, xla in (("supervised", self._supervised_step, jit_compile),
+                                               ("critic", self._critic_step, jit_compile_semi_supervised),
+                                               ("separator", self._separator_step, jit_compile_semi_supervised),
+                                               ("diagnostics", self._diagnostics, jit_compile_semi_supervised))}
 
     def _run(self, name: str, *batches) -> dict:
         return self._steps[name](*split_among_replicas(self.strategy, batches))

@@ -85,7 +85,8 @@ def build_model(config: dict, settings: SpectrogramSettings, seed: int) -> Adver
         critic_dense_units=config["critic_dense_units"], supervised_lr=config["init_sup_sep_lr"],
         semi_supervised_lr=config["init_unsup_sep_lr"], critic_lr=config["init_disc_lr"], alpha=config["alpha"],
         beta=config["beta"], lam=config["lam"], num_disc=config["num_disc"], seed=seed,
-        jit_compile=config["jit_compile"], mixed_precision=config["mixed_precision"], strategy=strategy)
+        jit_compile=config["jit_compile"], jit_compile_semi_supervised=config["jit_compile_semi_supervised"],
+        mixed_precision=config["mixed_precision"], strategy=strategy)
 
 
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
