@@ -175,25 +175,39 @@ def _publish(report: dict, json_path: str, pickle_path: str, _run) -> None:
 def evaluate_weak_label(separator, partition: str, output_dir: str | None, overwrite: bool, _run, _log) -> dict:
     """Tagging metrics and per-class event separation scores of a weak-label model (an
     EventSeparator), beside the no-separation and ideal-binary-mask baselines, on a split of
-    the clips it was trained with."""
+    the clips it was trained with; beside its tagging metrics those of the linear floor
+    trained on the same training clips."""
     from Datasets.weak_label import load_clips
+    from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
     from Models.weak_label.separation import is_event_result, score_clips
 
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)
     if not os.path.isdir(separator.data_folder):
         raise FileNotFoundError(f"The clips '{separator.path}' was trained on are gone from "
                                 f"'{separator.data_folder}'; regenerate them with the run's Training.py config.")
-    clips = load_clips(separator.data_folder, separator.classes).split(partition)
+    all_clips = load_clips(separator.data_folder, separator.classes)
+    clips, training = all_clips.split(partition), all_clips.split("train")
     events, tagging, summary = score_clips(separator, clips)
+    # the linear floor, trained on the model's training clips, on the same clips (Models/weak_label/linear_floor.py)
+    floor = floor_tagging(clip_log_mels([clip.mixture_path for clip in training], separator.settings),
+                          np.stack([clip.labels for clip in training]),
+                          clip_log_mels([clip.mixture_path for clip in clips], separator.settings),
+                          np.stack([clip.labels for clip in clips]), separator.classes)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
               "mask_exponent": separator.mask_exponent, "thresholds": separator.thresholds.tolist(), "clips": events,
-              "tagging": tagging, "summary": {"events": summary}}
+              "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}
     _publish(report, json_path, pickle_path, _run)
     overall = report["summary"]["events"]["all"]
-    _log.info("Results in %s: weighted AUC %.4f; event SDR median %.2f dB (mixture %.2f, ideal binary mask %.2f)",
-              json_path, tagging.get("weighted_auc", np.nan), overall.get("separated_median_SDR", np.nan),
+    if tagging["undefined"]:
+        _log.warning("Class(es) %s are in no %s clip or in all of them: their ROC AUC is undefined and left out "
+                     "of the weighted average.", ", ".join(tagging["undefined"]), partition)
+    _log.info("Results in %s: weighted AUC %.4f, mAP %.4f (linear floor: %.4f, %.4f); event SDR median %.2f dB "
+              "(mixture %.2f, ideal binary mask %.2f)", json_path, tagging.get("weighted_auc", np.nan),
+              tagging.get("mean_average_precision", np.nan), floor.get("weighted_auc", np.nan),
+              floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
               overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan))
     return {**{key: tagging[key] for key in ("weighted_auc", "mean_average_precision", "mean_eer") if key in tagging},
+            **{f"floor_{key}": floor[key] for key in ("weighted_auc", "mean_average_precision") if key in floor},
             **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}
 
 

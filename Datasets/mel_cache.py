@@ -23,10 +23,16 @@ def _key(*parts) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
-def clip_mels(paths: list[str], settings: MelSettings, cache_dir: str, num_workers: int = 4,
+def clip_mels(paths: list[str], settings: MelSettings, cache_dir: str | None, num_workers: int = 4,
               power: float = 1.0) -> list[np.ndarray]:
     """Mel magnitudes (power 1) or energies (power 2), (frames, mels), of every audio file in
-    `paths`, in order."""
+    `paths`, in order; `cache_dir` None computes them all and stores nothing."""
+    def mel_of(path: str) -> np.ndarray:
+        return settings.mel(audio.read(path, sample_rate=settings.sample_rate, mono=True), power)
+
+    if cache_dir is None:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(num_workers, 1)) as pool:
+            return list(pool.map(mel_of, paths))
     folder = os.path.join(cache_dir, _key(astuple(settings), power))
     os.makedirs(folder, exist_ok=True)
 
@@ -35,7 +41,7 @@ def clip_mels(paths: list[str], settings: MelSettings, cache_dir: str, num_worke
         return os.path.join(folder, _key(os.path.abspath(path), status.st_size, status.st_mtime_ns) + ".npy")
 
     def compute(path: str) -> np.ndarray:
-        mel = settings.mel(audio.read(path, sample_rate=settings.sample_rate, mono=True), power)
+        mel = mel_of(path)
         with atomic_open(entry(path)) as output:
             np.save(output, mel)
         return mel

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from Models.distribution import replicated_step, split_among_replicas
 from Models.training_loop import TrainingLoop, Validation, learning_rate, write_scalars
+from Models.weak_label.augmentation import Augmentation
 from Models.weak_label.tagging import equal_error_thresholds, tagging_metrics
 from Models.weak_label.model import WeakLabelPredictor, build_weak_label_model, split_outputs
 
@@ -95,7 +96,7 @@ class WeakLabelSolver(TrainingLoop):
     def __init__(self, joint: JointModel, train: LabelledFeatures, valid: LabelledFeatures, classes: list[str],
                  checkpoint_dir: str, log_dir: str, model_spec: dict, data: dict, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, selection_metric: str = "loss", summary_every: int = 10,
-                 seed: int = 0, on_epoch_end=None, chief: bool = True):
+                 seed: int = 0, on_epoch_end=None, chief: bool = True, augmentation: Augmentation | None = None):
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(f"Config key `selection_metric` must be one of {sorted(SELECTION_METRICS)}, "
                              f"got {selection_metric!r}.")
@@ -105,6 +106,7 @@ class WeakLabelSolver(TrainingLoop):
         self.batch_size, self.selection_metric = batch_size, selection_metric
         # per-class detection thresholds at the validation equal-error point of the model saved
         self.detection_thresholds = np.full(len(self.classes), 0.5, np.float32)
+        self.seed, self.augmentation = seed, augmentation or Augmentation()
         self.shuffle = np.random.default_rng(seed)
         self.epoch_shuffle_state = self.shuffle.bit_generator.state
         self.order = np.arange(len(train.labels))
@@ -164,7 +166,9 @@ class WeakLabelSolver(TrainingLoop):
         return self._train_batch(clips[:len(clips) - len(clips) % replicas])
 
     def _train_batch(self, clips: np.ndarray) -> dict[str, float]:
-        losses = self.joint.train_step(self.train_set.features[clips], self.train_set.labels[clips])
+        features, labels = self.augmentation(self.train_set.features[clips], self.train_set.labels[clips],
+                                             (self.seed, self.progress.epoch, self.progress.step_in_epoch))
+        losses = self.joint.train_step(features, labels)
         return {name: float(value) for name, value in losses.items()}
 
     # ---- validation --------------------------------------------------------------------

@@ -26,20 +26,27 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(false_positive[crossing - 1] + weight * (false_positive[crossing] - false_positive[crossing - 1]))
 
 
+def undefined_auc_classes(labels: np.ndarray, classes: list[str]) -> list[str]:
+    """The classes without a ROC curve on these clips: in none of them, or in all of them."""
+    positives = (np.asarray(labels) > 0.5).sum(axis=0)
+    return [name for name, count in zip(classes, positives) if not 0 < count < len(labels)]
+
+
 def tagging_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
     """labels, probabilities: (clips, classes). Returns weighted_auc, mean_average_precision,
     mean_eer, per-class auc / average_precision / eer / positives, and the undefined classes."""
     labels = np.asarray(labels) > 0.5
     probabilities = np.asarray(probabilities, dtype=np.float64)
     positives = labels.sum(axis=0)
-    defined = [index for index in range(len(classes)) if 0 < positives[index] < len(labels)]
+    undefined = undefined_auc_classes(labels, classes)
+    defined = [index for index, name in enumerate(classes) if name not in undefined]
     per_class = {name: {"positives": int(positives[index])} for index, name in enumerate(classes)}
     for index in defined:
         per_class[classes[index]].update(
             auc=float(roc_auc_score(labels[:, index], probabilities[:, index])),
             average_precision=float(average_precision_score(labels[:, index], probabilities[:, index])),
             eer=equal_error_rate(labels[:, index], probabilities[:, index]))
-    result = {"per_class": per_class, "undefined": [classes[i] for i in range(len(classes)) if i not in defined]}
+    result = {"per_class": per_class, "undefined": undefined}
     if defined:
         weights = positives[defined] / positives[defined].sum()
         result["weighted_auc"] = float(np.dot(weights, [per_class[classes[i]]["auc"] for i in defined]))

@@ -9,17 +9,23 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from Datasets.features import LOG_MEL_FLOOR, MelSettings, log_mel
+from Datasets.features import LOG_MEL_FLOOR, MelSettings
 from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
 from Models.distribution import check_distribution, is_chief, strategy_for
+from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
+from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
 from Models.weak_label.model import Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
+from Models.weak_label.prior_bias import start_at_priors
 from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
+from Models.weak_label.tagging import undefined_auc_classes
+
+MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember that recording
 
 # Keys that shape the networks, their features or their data: a run resumes only with the same values.
 RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
@@ -36,7 +42,8 @@ def check_config(config: dict) -> None:
     require_choices(config, {"weak_label_recipe": (*RECIPES, "folder"),
                              "front_end": ("logmel", "pcen", "trainable_pcen"), "mask_setting": ("thesis", "kong"),
                              "mask_activation": ("sigmoid", "softmax"), "classifier": CLASSIFIERS,
-                             "selection_metric": SELECTION_METRICS})
+                             "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero")})
+    check_augmentation_keys(config)
     if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
             or not config["mask_exponent"] > 0:
         raise ValueError(f"Config key `mask_exponent` must be a positive number, got {config['mask_exponent']!r}.")
@@ -92,6 +99,7 @@ class ClipFeatures:
     settings: MelSettings
     standardisation: Standardisation
     num_frames: int
+    log_mels: dict[str, list[np.ndarray]]  # split name -> each clip's log-mel frames, for the linear floor
 
 
 def load_features(config: dict, log) -> ClipFeatures:
@@ -107,24 +115,58 @@ def load_features(config: dict, log) -> ClipFeatures:
              ", ".join(f"{len(members)} {name}" for name, members in splits.items()), ", ".join(clips.classes))
     settings = MelSettings(config["expected_sr"], config["num_fft"], config["num_hop"], config["num_mels"],
                            config["mel_fmin"], config["mel_fmax"], config["stft_window"])
-    mels = {name: clip_mels([clip.mixture_path for clip in members], settings,
-                            os.path.join(config["cache_dir"], "mels"), config["num_workers"],
-                            mel_power(config["front_end"]))
-            for name, members in splits.items()}
+    paths = {name: [clip.mixture_path for clip in members] for name, members in splits.items()}
+    mel_cache = os.path.join(config["cache_dir"], "mels")
+    log_mels = {name: clip_log_mels(values, settings, mel_cache, config["num_workers"])
+                for name, values in paths.items()}
     # Clips of a recipe all have one length; a user's clips are cropped or padded to the most common.
-    num_frames = collections.Counter(len(mel) for mel in mels["train"]).most_common(1)[0][0]
+    num_frames = collections.Counter(len(mel) for mel in log_mels["train"]).most_common(1)[0][0]
     if config["front_end"] == "logmel":
-        inputs = {name: fit_frames([log_mel(mel) for mel in values], num_frames, float(np.log(LOG_MEL_FLOOR)))
-                  for name, values in mels.items()}
+        inputs = {name: fit_frames(values, num_frames, float(np.log(LOG_MEL_FLOOR)))
+                  for name, values in log_mels.items()}
         standardisation = Standardisation.fit(inputs["train"], config["standardise_per_band"])
         inputs = {name: standardisation(values) for name, values in inputs.items()}
     else:  # PCEN normalises the mel energies inside the model
-        inputs = {name: fit_frames(values, num_frames, 0.0) for name, values in mels.items()}
+        inputs = {name: fit_frames(clip_mels(values, settings, mel_cache, config["num_workers"],
+                                             mel_power(config["front_end"])), num_frames, 0.0)
+                  for name, values in paths.items()}
         standardisation = Standardisation(np.zeros(config["num_mels"], np.float32),
                                           np.ones(config["num_mels"], np.float32))
     labelled = {name: LabelledFeatures(inputs[name], np.stack([clip.labels for clip in splits[name]]))
                 for name in splits}
-    return ClipFeatures(clips, splits, labelled, settings, standardisation, num_frames)
+    return ClipFeatures(clips, splits, labelled, settings, standardisation, num_frames, log_mels)
+
+
+def check_labels(data: ClipFeatures, log) -> None:
+    """Refuses training labels with nothing to learn; warns of classes whose AUC the validation
+    or test split cannot measure (left out of the weighted averages)."""
+    labels_path = os.path.join(data.clips.folder, "labels.csv")
+    training = data.labelled["train"].labels > 0.5
+    few = [f"'{name}' ({count})" for name, count in zip(data.clips.classes, training.sum(axis=0))
+           if count < MIN_TRAINING_CLIPS]
+    if few:
+        raise ValueError(f"{labels_path}: class(es) {', '.join(few)} have fewer than {MIN_TRAINING_CLIPS} training "
+                         "clips (in brackets: the train clips labelled with each): add clips or drop the classes "
+                         "from classes.txt.")
+    everywhere = [name for name, present in zip(data.clips.classes, training.all(axis=0)) if present]
+    if training.all() or not training.any():
+        raise ValueError(f"{labels_path}: the labels are the same for every training clip "
+                         f"({'all classes present' if training.all() else 'no class present'}): nothing to learn. "
+                         "Training needs clips with and clips without each class.")
+    if everywhere:
+        raise ValueError(f"{labels_path}: class(es) {', '.join(everywhere)} are present in every training clip: "
+                         "nothing tells them apart. Add training clips without them, or drop them from classes.txt.")
+    for split in ("valid", "test"):
+        undefined = undefined_auc_classes(data.labelled[split].labels, data.clips.classes)
+        if undefined:
+            log.warning("The %s split (%s) has class(es) %s in no clip or in every clip: their ROC AUC is "
+                        "undefined and left out of the weighted average.", split, labels_path, ", ".join(undefined))
+
+
+def linear_floor(data: ClipFeatures, split: str) -> dict:
+    """The tagging metrics on `split` of the linear floor trained on the training clips."""
+    return floor_tagging(data.log_mels["train"], data.labelled["train"].labels, data.log_mels[split],
+                         data.labelled[split].labels, data.clips.classes)
 
 
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
@@ -132,12 +174,20 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     and returns the Sacred result: tagging metrics and event separation medians with counts."""
     data = load_features(config, log)
     clips, splits, labelled, settings = data.clips, data.splits, data.labelled, data.settings
+    check_labels(data, log)
+    valid_floor = linear_floor(data, "valid")
+    log.info("Linear floor (logistic regression on pooled log-mel statistics) on the validation split: weighted "
+             "AUC %.4f, mAP %.4f", valid_floor.get("weighted_auc", np.nan),
+             valid_floor.get("mean_average_precision", np.nan))
     tf.keras.utils.set_random_seed(seed)
     model_spec = model_spec_of(config, len(clips.classes), data.num_frames)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
     strategy = strategy_for(config)
     joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
                        config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy)
+    if config["output_bias"] == "prior" and not config["resume"]:
+        start_at_priors(joint.model, config["classifier"], labelled["train"].features[:config["batch_size"]],
+                        labelled["train"].labels.mean(axis=0))
     chief = is_chief(config["distribution"])
     if chief:
         save_config(config, checkpoint_dir)
@@ -155,7 +205,8 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     solver = WeakLabelSolver(joint, labelled["train"], labelled["valid"], clips.classes, checkpoint_dir,
                              tensorboard_dir, model_spec, description, config["batch_size"], config["max_epochs"],
                              config["patience"], config["selection_metric"], config["summary_every"], seed,
-                             on_epoch_end=log_epoch, chief=chief)
+                             on_epoch_end=log_epoch, chief=chief,
+                             augmentation=Augmentation.of(config, data.standardisation))
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                      "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": description["data_folder"]})
     if config["resume"]:
@@ -168,16 +219,21 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     best = solver.checkpoint_path("best")
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
-    run.info["results"] = {"test_tagging": test_tagging, "test_events": summary, "test_clips": events,
-                           "checkpoint": os.path.abspath(best)}
+    test_floor = linear_floor(data, "test")
+    run.info["results"] = {"test_tagging": test_tagging, "test_linear_floor": test_floor, "test_events": summary,
+                           "test_clips": events, "checkpoint": os.path.abspath(best)}
     overall = summary["all"]
-    log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f; event SDR median %.2f dB (mixture %.2f, ideal binary "
-             "mask %.2f), %d of %d events missed", test_tagging.get("weighted_auc", np.nan),
-             test_tagging.get("mean_average_precision", np.nan), test_tagging.get("mean_eer", np.nan),
-             overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
-             overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"])
+    log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f (linear floor: weighted AUC %.4f, mAP %.4f); event SDR "
+             "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed",
+             test_tagging.get("weighted_auc", np.nan), test_tagging.get("mean_average_precision", np.nan),
+             test_tagging.get("mean_eer", np.nan), test_floor.get("weighted_auc", np.nan),
+             test_floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
+             overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
+             overall["missed"], overall["events"])
     if config["save_best_artifact"]:
         run.add_artifact(best, "best.pkl")
     return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
                               ("weighted_auc", "mean_average_precision", "mean_eer") if key in test_tagging},
+                           **{f"test_floor_{key}": test_floor[key] for key in
+                              ("weighted_auc", "mean_average_precision") if key in test_floor},
                            **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}}
