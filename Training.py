@@ -106,6 +106,7 @@ def config():
     gwrp_decay = 0.999  # d of global weighted rank pooling (1: average pooling, 0: max pooling)
     classifier_options = {}  # further options of the classifier (Models/weak_label/pooling.py)
     sparsity_weight = 0.0  # w in (1 - w) BCE + w mean|mask| over absent classes (Kong: 0.3)
+    sparsity_masks = "absent"  # the masks the sparsity term covers: "absent" classes' (Kong) or "all"
     output_bias = "prior"  # "prior": the class bias starts where clip probabilities match the training
     #                       labels' class frequencies (Models/weak_label/prior_bias.py); "zero": the papers'
     augment_gain_db = 0.0  # training clips louder or quieter by up to this many dB (Models/weak_label/augmentation.py)

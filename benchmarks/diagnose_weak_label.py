@@ -91,7 +91,8 @@ def main() -> None:
     steps_per_epoch = -(-len(train.labels) // config["batch_size"])
     joint = JointModel(model_spec_of(config, len(classes), data.num_frames), config["learning_rate"],
                        config["lr_decay_epochs"] * steps_per_epoch, config["lr_decay_factor"],
-                       config["sparsity_weight"], config["jit_compile"])
+                       config["sparsity_weight"], config["jit_compile"],
+                       sparsity_masks=config["sparsity_masks"])
     if config["output_bias"] == "prior":
         start_at_priors(joint.model, config["classifier"], train.features[:config["batch_size"]], priors)
     augmentation = Augmentation.of(config, data.standardisation)

@@ -27,7 +27,6 @@ for a quick check: --with num_layers=2 --with base_filters=4 --with epoch_it=2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from statistics import mean, pstdev
@@ -35,7 +34,7 @@ from statistics import mean, pstdev
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from Datasets.atomic import atomic_open  # noqa: E402
+from resumable_runs import ResultsFile, config_updates  # noqa: E402
 
 NAMED_CONFIGS = ["demo", "scarce_pairs"]
 
@@ -120,13 +119,6 @@ def best_on_validation(results: dict, source: str) -> str:
     return max(by_setting, key=lambda setting: mean(by_setting[setting]))
 
 
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -137,29 +129,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=os.path.join(".cache", "sweeps", "scarce_pairs"))
     parser.add_argument("--with", dest="updates", action="append", default=[], metavar="KEY=VALUE")
     arguments = parser.parse_args(argv)
-    updates = {}
-    for item in arguments.updates:
-        key, separator, value = item.partition("=")
-        if not separator:
-            parser.error(f"--with {item}: expected KEY=VALUE")
-        updates[key] = parse_value(value)
-    results_path = os.path.join(arguments.output, "results.json")
-    settings = {"epochs": arguments.epochs, "updates": updates}
-    results = {}
-    if os.path.exists(results_path):
-        with open(results_path) as handle:
-            saved = json.load(handle)
-        if saved["settings"] != settings:
-            parser.error(f"{results_path} holds runs with {saved['settings']}, not {settings}: choose another --output.")
-        results = saved["runs"]
-    os.makedirs(arguments.output, exist_ok=True)
+    updates = config_updates(arguments.updates, parser)
+    saved = ResultsFile(arguments.output, {"epochs": arguments.epochs, "updates": updates}, parser)
     for key, run_updates in runs_of(arguments):
-        if key in results:
+        if key in saved.runs:
             continue
         print(f"=== {key}", flush=True)
-        results[key] = train_and_score({**updates, **run_updates}, arguments.output)
-        with atomic_open(results_path, "w") as handle:
-            json.dump({"settings": settings, "runs": results}, handle, indent=2)
+        saved.save(key, train_and_score({**updates, **run_updates}, arguments.output))
+    results = saved.runs
     print(table(results))
     if any(setting_of(key)[0] != "supervised" for key in results):
         voice = "voice" if "voice" in next(iter(results.values()))["valid"] else None

@@ -103,7 +103,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monk
     for phase in ("supervised", "semi_supervised"):  # each phase scored from its own best checkpoint
         for key, value in reference.result[phase].items():
             assert resumed_run.result[phase][key] == pytest.approx(value, rel=1e-4, abs=1e-4), (phase, key)
-    assert resumed["progress"] == expected["progress"]
+    # the best validation loss is a sum over threads: equal to rounding, not bit for bit
+    assert resumed["progress"]["best_score"] == pytest.approx(expected["progress"]["best_score"], rel=1e-6)
+    assert {**resumed["progress"], "best_score": None} == {**expected["progress"], "best_score": None}
     for name in ("separator",):
         for got, want in zip(resumed[name], expected[name]):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -18,11 +18,33 @@ PRIORS = np.array([0.1, 0.2, 0.3])
 
 
 # ----------------------------------------------------------------------------------------------
+# The sparsity term
+
+
+@pytest.mark.parametrize("covered", ["absent", "all"])
+def test_the_sparsity_term_averages_the_masks_of_the_pairs_it_covers(covered):
+    from Models.weak_label.solver import JointModel
+
+    spec = dict(num_mels=4, num_classes=2, mask_options={"channels": 2, "num_blocks": 2}, classifier_kind="max",
+                classifier_options={})
+    joint = JointModel(spec, sparsity_weight=0.25, jit_compile=False, sparsity_masks=covered)
+    labels = tf.constant([[1.0, 0.0], [0.0, 0.0]])
+    masks = tf.constant(np.stack([np.full((3, 4), value, np.float32) for value in (0.8, 0.1, 0.3, 0.5)]
+                                 ).reshape(2, 2, 3, 4).transpose(0, 2, 3, 1))  # (clips, frames, mels, classes)
+    probabilities = tf.constant([[0.9, 0.2], [0.3, 0.4]])
+    losses = joint.losses(labels, masks, probabilities)
+    # mask means per (clip, class): 0.8 (present), 0.1, 0.3, 0.5 (absent)
+    expected = (0.1 + 0.3 + 0.5) / 3 if covered == "absent" else (0.8 + 0.1 + 0.3 + 0.5) / 4
+    np.testing.assert_allclose(float(losses["sparsity"]), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(losses["loss"]), 0.75 * float(losses["bce"]) + 0.25 * expected, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
 # Starting at the priors
 
 
 @pytest.mark.parametrize("setting, activation, kind", [
-    ("thesis", "sigmoid", "gwrp"), ("thesis", "sigmoid", "max"), ("kong", "sigmoid", "average"),
+    ("thesis", "sigmoid", "gwrp"), ("thesis", "sigmoid", "linear_softmax"), ("thesis", "sigmoid", "max"), ("kong", "sigmoid", "average"),
     ("kong", "softmax", "gwrp"), ("thesis", "sigmoid", "dense"), ("kong", "sigmoid", "gru")])
 def test_the_model_starts_at_the_class_priors_and_keeps_its_other_variables(setting, activation, kind):
     tf.keras.utils.set_random_seed(0)
@@ -205,6 +227,37 @@ def test_tiny_run_on_real_like_data_beats_chance_and_reports_the_floor(real_like
     result = ex.run(config_updates=config).result["weak_label"]
     assert result["test_weighted_auc"] > 0.7  # chance is 0.5
     assert 0.5 < result["test_floor_weighted_auc"] <= 1.0 and "test_floor_mean_average_precision" in result
+    assert result["train_clips"] == 96 and 0 < result["epoch_seconds"] < 60
+
+
+def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resumes(real_like_root, tmp_path, capsys):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import weak_label_dev_set
+
+    tiny = dict(recipe_options={"sample_rate": RATE, "clip_seconds": 1.0, "events_per_clip": [1, 1], "ebr_db": [0, 0],
+                                "clips_per_split": {"train": 48, "valid": 18, "test": 18}},
+                expected_sr=RATE, num_fft=256, num_hop=128, num_mels=16, mel_fmax=4000.0, mask_channels=4,
+                mask_blocks=2, batch_size=8, max_epochs=2, patience=2, cache_dir=str(tmp_path / "cache"))
+    arguments = ["--data-root", str(real_like_root), "--classifiers", "gwrp", "--seeds", "3",
+                 "--output", str(tmp_path / "bench")]
+    for key, value in tiny.items():
+        arguments += ["--with", f"{key}={json.dumps(value)}"]
+    results = weak_label_dev_set.main(arguments)
+    figures = results["gwrp seed=3"]
+    for split in ("valid", "test"):
+        assert figures[split]["events"] == 18 and 0 <= figures[split]["missed"] <= 18
+        assert 0 <= figures[split]["weighted_auc"] <= 1 and 0.5 < figures[split]["floor_weighted_auc"] <= 1
+        assert figures[split]["ideal_binary_mask_sdr"] > figures[split]["mixture_sdr"]
+    assert figures["train_clips"] == 48 and figures["epoch_seconds"] > 0
+    table = capsys.readouterr().out
+    assert "| gwrp | test | 1 |" in table and "(48) |" in table
+    checkpoint = figures["checkpoint"]
+    os.remove(checkpoint)  # a rerun takes the saved results instead of training again
+    assert weak_label_dev_set.main(arguments)["gwrp seed=3"] == figures
 
 
 # ----------------------------------------------------------------------------------------------

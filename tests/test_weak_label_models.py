@@ -7,12 +7,12 @@ import tensorflow as tf
 
 from Models.weak_label.mask_model import background_mask, build_mask_model
 from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
-from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, build_classifier
+from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, LinearSoftmaxPooling, build_classifier
 from Models.weak_label.model import build_weak_label_model
 
 FRAMES, MELS, CLASSES = 16, 8, 3
 TINY_MASKS = dict(channels=4, num_blocks=2)
-CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "max": {}, "average": {}, "dense": {"num_frames": FRAMES, "sorted": True},
+CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "linear_softmax": {}, "max": {}, "average": {}, "dense": {"num_frames": FRAMES, "sorted": True},
                       "depthwise_cnn": {"depth_multiplier": 2}, "gru": {"units": 4}}
 
 
@@ -99,6 +99,24 @@ def test_gwrp_is_average_pooling_at_one_max_pooling_at_zero_and_rank_weighting_b
     for decay in (0.9, 0.9995):  # d^j underflows to 0 for most ranks / sums to about 2000
         np.testing.assert_allclose(GlobalWeightedRankPooling(decay)(many).numpy(), gwrp_reference(many, decay),
                                    rtol=1e-4)
+
+
+def test_linear_softmax_pooling_scores_a_binary_event_mask_one_whatever_its_extent():
+    masks = np.random.default_rng(1).uniform(0, 1, (2, FRAMES, MELS, CLASSES)).astype(np.float32)
+    np.testing.assert_allclose(LinearSoftmaxPooling()(masks).numpy(),
+                               (masks ** 2).sum(axis=(1, 2)) / masks.sum(axis=(1, 2)), rtol=1e-5)
+    events = np.zeros((3, FRAMES, MELS, 1), np.float32)
+    events[0, 3, 2], events[1, 2:6, 1:5], events[2] = 1.0, 1.0, 1.0  # 1 value, 16 values, all 128
+    np.testing.assert_allclose(LinearSoftmaxPooling()(events).numpy(), 1.0, rtol=1e-6)
+    # GWRP's answer to the same masks depends on how many values the event covers
+    assert len(set(np.round(GlobalWeightedRankPooling(0.9)(events).numpy()[:, 0], 3))) == 3
+    assert LinearSoftmaxPooling()(np.zeros((1, FRAMES, MELS, 1), np.float32)).numpy()[0, 0] == 0.0
+    masks = tf.Variable(events[1:2] * 0.8 + 0.1)  # event at 0.9, the rest at 0.1: P = 0.5
+    with tf.GradientTape() as tape:
+        probability = LinearSoftmaxPooling()(masks)[0, 0]
+    gradient = tape.gradient(probability, masks).numpy()
+    # raising P raises the values above P / 2 and lowers the others: masks are driven towards 0 / 1
+    assert np.all(gradient[events[1:2] > 0] > 0) and np.all(gradient[events[1:2] == 0] < 0)
 
 
 @pytest.mark.parametrize("kind", sorted(CLASSIFIERS))

@@ -202,7 +202,10 @@ def test_resumed_weak_label_run_matches_the_uninterrupted_one(weak_label_run, tm
         with open(os.path.join(run.info["checkpoint_dir"], name), "rb") as handle:
             for mine, theirs in zip(resumed_weights, pickle.load(handle)["weights"]):
                 np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
-    assert resumed.result["weak_label"] == pytest.approx(run.result["weak_label"], rel=1e-4)
+    def scores(result):  # the wall-clock time per epoch differs between any two runs
+        return {key: value for key, value in result["weak_label"].items() if key != "epoch_seconds"}
+
+    assert scores(resumed.result) == pytest.approx(scores(run.result), rel=1e-4)
 
 
 def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):

@@ -7,6 +7,12 @@ treats each class on its own: class c's probability depends on class c's mask on
   s_0 >= s_1 >= ..., give P = sum_j d^j s_j / sum_j d^j (option `decay` d, default 0.999;
   d = 1 is the mean, d = 0 the maximum). d^j underflows to 0 for large j, which only drops
   those ranks; the sum of the weights is never below 1.
+* "linear_softmax": P = sum_j s_j^2 / sum_j s_j, each mask value weighted by itself (Wang et
+  al. 2019, "A comparison of five multiple instance learning pooling functions"). A mask that is
+  1 on an event and 0 elsewhere gives P = 1 whatever the event's extent, where GWRP's fixed
+  decay asks for about 1 / (1 - d) high values: a short event's mask must spread beyond the
+  event, a long event's needs to cover only part of it. Its gradient raises the values above
+  P / 2 and lowers those below, which drives masks towards 0 or 1.
 * "max", "average": global max and global mean over frames and mels (Keras's pooling layers;
   the original code's "average" was in fact max pooling).
 * "dense": a dense layer per class over that class's T*F mask values (option `num_frames`,
@@ -59,6 +65,19 @@ class GlobalWeightedRankPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="weak_label")
+class LinearSoftmaxPooling(keras.layers.Layer):
+    """(batch, frames, mels, classes) -> (batch, classes): sum s^2 / sum s per class."""
+
+    def call(self, masks):
+        squares = tf.reduce_sum(tf.square(masks), axis=(1, 2))
+        # an all-zero mask has P = 0 (the limit as its values go to 0)
+        return squares / tf.maximum(tf.reduce_sum(masks, axis=(1, 2)), tf.keras.backend.epsilon())
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
 
 
 @keras.saving.register_keras_serializable(package="weak_label")
@@ -121,6 +140,10 @@ def _gwrp(num_classes: int, num_mels: int, decay: float = 0.999):
     return GlobalWeightedRankPooling(decay, dtype="float32", name="gwrp")
 
 
+def _linear_softmax(num_classes: int, num_mels: int):
+    return LinearSoftmaxPooling(dtype="float32", name="linear_softmax")
+
+
 def _max(num_classes: int, num_mels: int):
     return layers.GlobalMaxPooling2D(dtype="float32", name="max_pooling")
 
@@ -162,7 +185,7 @@ def _gru(num_classes: int, num_mels: int, units: int = 32):
     return keras.Model(masks, _probability("probabilities")(logits), name="gru_classifier")
 
 
-CLASSIFIERS = {"gwrp": _gwrp, "max": _max, "average": _average, "dense": _dense, "depthwise_cnn": _depthwise_cnn,
+CLASSIFIERS = {"gwrp": _gwrp, "linear_softmax": _linear_softmax, "max": _max, "average": _average, "dense": _dense, "depthwise_cnn": _depthwise_cnn,
                "gru": _gru}
 
 

@@ -34,13 +34,14 @@ class JointModel:
     `build_weak_label_model`.
 
     Loss: `(1 - w) BCE + w * mean |mask|` over absent (clip, class) pairs, w = sparsity_weight
-    (0: plain BCE; Kong used 0.3). The learning rate halves (decay_factor) every
+    (0: plain BCE; Kong used 0.3), or with `sparsity_masks="all"` over every pair: the masks of
+    present classes are then pushed to zero wherever the pooled probability does not need them. The learning rate halves (decay_factor) every
     `decay_steps` steps, the thesis's step decay. Under a strategy each replica trains on its
     slice of the global batch, and every term is its share of the global batch's value."""
 
     def __init__(self, model_spec: dict, learning_rate: float = 1e-3, decay_steps: int | None = None,
                  decay_factor: float = 0.5, sparsity_weight: float = 0.0, jit_compile: bool = True,
-                 strategy: tf.distribute.Strategy | None = None):
+                 strategy: tf.distribute.Strategy | None = None, sparsity_masks: str = "absent"):
         import keras
 
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -51,31 +52,32 @@ class JointModel:
             self.optimizer = keras.optimizers.Adam(schedule)
             self.optimizer.build(self.model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
+        self.sparsity_on_present = {"absent": 0.0, "all": 1.0}[sparsity_masks]
         self._step = replicated_step(self.strategy, self._replica_step, jit_compile)
         self.predict = WeakLabelPredictor(self.model).predict
 
-    def losses(self, labels, masks, probabilities, global_batch: int | None = None, absent_total=None) -> dict:
-        """The loss terms of a batch, or, given the global batch size and its number of absent
-        (clip, class) pairs, this batch's share of the global batch's terms."""
+    def losses(self, labels, masks, probabilities, global_batch: int | None = None, covered_total=None) -> dict:
+        """The loss terms of a batch, or, given the global batch size and its number of (clip,
+        class) pairs the sparsity term covers, this batch's share of the global batch's terms."""
         global_batch = global_batch or tf.shape(labels)[0]
-        absent = 1.0 - labels
-        absent_total = tf.reduce_sum(absent) if absent_total is None else absent_total
+        covered = 1.0 - labels * (1.0 - self.sparsity_on_present)  # the (clip, class) pairs the sparsity term covers
+        covered_total = tf.reduce_sum(covered) if covered_total is None else covered_total
         bce = tf.nn.compute_average_loss(
             tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[..., None], probabilities[..., None]), axis=1),
             global_batch_size=global_batch)
         mask_means = tf.reduce_mean(tf.abs(masks), axis=(1, 2))  # (batch, classes)
-        sparsity = tf.reduce_sum(mask_means * absent) / tf.maximum(absent_total, 1.0)
+        sparsity = tf.reduce_sum(mask_means * covered) / tf.maximum(covered_total, 1.0)
         loss = (1.0 - self.sparsity_weight) * bce + self.sparsity_weight * sparsity
         return {"loss": loss, "bce": bce, "sparsity": sparsity}
 
     def _replica_step(self, batch, global_batch: int):
         features, labels = batch
-        # the sparsity term normalises by the absent pairs of the whole global batch
-        absent_total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                                       tf.reduce_sum(1.0 - labels))
+        # the sparsity term normalises by the pairs it covers in the whole global batch
+        covered_total = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(1.0 - labels * (1.0 - self.sparsity_on_present)))
         with tf.GradientTape() as tape:
             masks, probabilities = split_outputs(self.model(features, training=True))
-            losses = self.losses(labels, masks, probabilities, global_batch, absent_total)
+            losses = self.losses(labels, masks, probabilities, global_batch, covered_total)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(losses["loss"], variables), variables))
         return losses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -42,7 +43,8 @@ def check_config(config: dict) -> None:
     require_choices(config, {"weak_label_recipe": (*RECIPES, "folder"),
                              "front_end": ("logmel", "pcen", "trainable_pcen"), "mask_setting": ("thesis", "kong"),
                              "mask_activation": ("sigmoid", "softmax"), "classifier": CLASSIFIERS,
-                             "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero")})
+                             "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero"),
+                             "sparsity_masks": ("absent", "all")})
     check_augmentation_keys(config)
     if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
             or not config["mask_exponent"] > 0:
@@ -184,7 +186,8 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     steps_per_epoch = -(-len(splits["train"]) // config["batch_size"])
     strategy = strategy_for(config)
     joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
-                       config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy)
+                       config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy,
+                       config["sparsity_masks"])
     if config["output_bias"] == "prior" and not config["resume"]:
         start_at_priors(joint.model, config["classifier"], labelled["train"].features[:config["batch_size"]],
                         labelled["train"].labels.mean(axis=0))
@@ -198,7 +201,10 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                    "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
                    "mask_exponent": config["mask_exponent"]}
 
+    epoch_ends = [time.perf_counter()]
+
     def log_epoch(stage, epoch, metrics):
+        epoch_ends.append(time.perf_counter())
         for name, value in metrics.items():
             run.log_scalar(f"valid.{name}", float(value), epoch)
 
@@ -220,8 +226,11 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
     test_floor = linear_floor(data, "test")
+    # the median over this session's epochs (training and validation); the first one also traces the steps
+    epoch_seconds = float(np.median(np.diff(epoch_ends))) if len(epoch_ends) > 1 else float("nan")
     run.info["results"] = {"test_tagging": test_tagging, "test_linear_floor": test_floor, "test_events": summary,
-                           "test_clips": events, "checkpoint": os.path.abspath(best)}
+                           "test_clips": events, "checkpoint": os.path.abspath(best),
+                           "epoch_seconds": epoch_seconds, "train_clips": len(splits["train"])}
     overall = summary["all"]
     log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f (linear floor: weighted AUC %.4f, mAP %.4f); event SDR "
              "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed",
@@ -230,10 +239,13 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
              test_floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
              overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
              overall["missed"], overall["events"])
+    log.info("Training: %.1f s per epoch (median; training and validation) over %d training clips",
+             epoch_seconds, len(splits["train"]))
     if config["save_best_artifact"]:
         run.add_artifact(best, "best.pkl")
     return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
                               ("weighted_auc", "mean_average_precision", "mean_eer") if key in test_tagging},
                            **{f"test_floor_{key}": test_floor[key] for key in
                               ("weighted_auc", "mean_average_precision") if key in test_floor},
-                           **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}}
+                           **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)},
+                           "epoch_seconds": epoch_seconds, "train_clips": len(splits["train"])}}

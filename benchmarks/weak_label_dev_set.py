@@ -1,0 +1,133 @@
+"""Weak-label training on real recordings: the numbers of issue 16 on the development set.
+
+Run from the repository root, after building the set of real recordings (Debian packages,
+README "Weak labels on real recordings"):
+
+    python -m Datasets.weak_label.debian_sounds --cache-dir .cache/debian_sounds --output .cache/weak_dev
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev          # about 25 min on 2 cores
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp --seeds 1 \\
+        --with front_end='"pcen"'                                                # one variant, one seed
+
+Every run is `Training.py with <--named>` on the generic recipe's clips of that folder: one event
+per 4 s clip at 0 dB event-to-background ratio, 240 train / 60 valid / 60 test clips, test
+events and backgrounds never heard in training. Per classifier (`classifier=`) and seed it
+records the best model's test report (weighted ROC AUC beside the linear floor trained on the
+same clips, event SDR medians of the model, the mixture and the ideal binary mask, missed
+events, seconds per epoch) and the same report on the validation split. The table gives means
+and spreads (standard deviation) over the seeds; the event SDR of each run is the median over
+its scored events, and the count of events behind it is shown.
+
+Results go to `<output>/results.json` after every run (atomically); a rerun skips the runs found
+there, so an interrupted benchmark continues.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from statistics import mean, pstdev
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from resumable_runs import ResultsFile, config_updates  # noqa: E402
+
+DEV_SET = {"weak_label_recipe": "generic",
+           "recipe_options": {"events_per_clip": [1, 1], "ebr_db": [0, 0],
+                              "clips_per_split": {"train": 240, "valid": 60, "test": 60}}}
+
+
+def report(tagging: dict, floor: dict, events: dict) -> dict:
+    """The figures of one split's report."""
+    overall = events["all"]
+    return {"weighted_auc": tagging.get("weighted_auc", float("nan")),
+            "floor_weighted_auc": floor.get("weighted_auc", float("nan")),
+            "event_sdr": overall.get("separated_median_SDR", float("nan")),
+            "scored_events": overall.get("separated_count_SDR", 0),
+            "mixture_sdr": overall["mixture_median_SDR"], "ideal_binary_mask_sdr": overall["oracle_ibm_median_SDR"],
+            "missed": overall["missed"], "events": overall["events"]}
+
+
+def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
+    """One training run; its best model's test and validation figures and its epoch time."""
+    import numpy as np
+
+    from Datasets.weak_label import load_clips
+    from Models.checkpoint import load_event_separator
+    from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
+    from Models.weak_label.separation import score_clips
+    from Training import ex
+
+    config = {**updates, "model_base_dir": os.path.join(folder, "checkpoints"),
+              "log_dir": os.path.join(folder, "logs"), "run_dir": os.path.join(folder, "runs")}
+    run = ex.run(named_configs=named, config_updates=config)
+    results = run.info["results"]
+    separator = load_event_separator(results["checkpoint"])
+    clips = load_clips(separator.data_folder, separator.classes)
+    training, valid = clips.split("train"), clips.split("valid")
+    _, tagging, events = score_clips(separator, valid)
+    floor = floor_tagging(clip_log_mels([clip.mixture_path for clip in training], separator.settings),
+                          np.stack([clip.labels for clip in training]),
+                          clip_log_mels([clip.mixture_path for clip in valid], separator.settings),
+                          np.stack([clip.labels for clip in valid]), separator.classes)
+    return {"test": report(results["test_tagging"], results["test_linear_floor"], results["test_events"]),
+            "valid": report(tagging, floor, events), "epoch_seconds": results["epoch_seconds"],
+            "train_clips": results["train_clips"], "checkpoint": results["checkpoint"]}
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    return f"{mean(values):.{digits}f} ± {pstdev(values):.{digits}f}"
+
+
+def table(results: dict) -> str:
+    """Markdown, one row per classifier and split: means ± spreads over the seeds."""
+    by_classifier: dict[str, list[dict]] = {}
+    for key, scores in results.items():
+        by_classifier.setdefault(key.rsplit(" seed=", 1)[0], []).append(scores)
+    lines = ["| classifier | split | seeds | weighted AUC | linear floor | AUC - floor | event SDR (dB) | events scored "
+             "| missed | mixture SDR | ideal binary mask SDR | s / epoch (train clips) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for classifier, runs in by_classifier.items():
+        for split in ("valid", "test"):
+            figures = [run[split] for run in runs]
+            lines.append(" | ".join([
+                f"| {classifier}", split, str(len(runs)), _spread([f["weighted_auc"] for f in figures]),
+                _spread([f["floor_weighted_auc"] for f in figures]),
+                _spread([f["weighted_auc"] - f["floor_weighted_auc"] for f in figures]),
+                _spread([f["event_sdr"] for f in figures], 2),
+                "/".join(str(f["scored_events"]) for f in figures),
+                "/".join(f"{f['missed']} of {f['events']}" for f in figures),
+                _spread([f["mixture_sdr"] for f in figures], 2), _spread([f["ideal_binary_mask_sdr"] for f in figures], 2),
+                f"{mean(run['epoch_seconds'] for run in runs):.1f} ({runs[0]['train_clips']}) |"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", required=True, help="the development set (debian_sounds --output)")
+    parser.add_argument("--named", nargs="+", default=["weak_label_demo"], help="named configs of configs/")
+    parser.add_argument("--classifiers", nargs="+", default=["gwrp", "max"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--with", dest="updates", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Training.py config key for every run (JSON value); repeatable")
+    parser.add_argument("--output", default=os.path.join(".cache", "weak_label_dev_set"))
+    arguments = parser.parse_args(argv)
+    if not os.path.isdir(os.path.join(arguments.data_root, "events")):
+        parser.error(f"--data-root {arguments.data_root} has no events/ folder: build the development set first "
+                     "(python -m Datasets.weak_label.debian_sounds --cache-dir CACHE --output DATA).")
+    updates = {**DEV_SET, "data_root": os.path.abspath(arguments.data_root),
+               **config_updates(arguments.updates, parser)}
+    saved = ResultsFile(arguments.output, {"named": arguments.named, "updates": updates}, parser)
+    for classifier in arguments.classifiers:
+        for seed in arguments.seeds:
+            key = f"{classifier} seed={seed}"
+            if key not in saved.runs:
+                saved.save(key, train_and_score({**updates, "classifier": classifier, "seed": seed}, arguments.named,
+                                                arguments.output))
+    print(table({key: result for key, result in saved.runs.items()
+                 if key.rsplit(" seed=", 1)[0] in arguments.classifiers}))
+    return saved.runs
+
+
+if __name__ == "__main__":
+    main()
