@@ -178,7 +178,7 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
     the clips it was trained with; beside its tagging metrics those of the linear floor
     trained on the same training clips."""
     from Datasets.weak_label import load_clips
-    from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
+    from Models.weak_label.linear_floor import clips_floor_tagging
     from Models.weak_label.separation import is_event_result, score_clips
 
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)
@@ -189,10 +189,7 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
     clips, training = all_clips.split(partition), all_clips.split("train")
     events, tagging, summary = score_clips(separator, clips)
     # the linear floor, trained on the model's training clips, on the same clips (Models/weak_label/linear_floor.py)
-    floor = floor_tagging(clip_log_mels([clip.mixture_path for clip in training], separator.settings),
-                          np.stack([clip.labels for clip in training]),
-                          clip_log_mels([clip.mixture_path for clip in clips], separator.settings),
-                          np.stack([clip.labels for clip in clips]), separator.classes)
+    floor = clips_floor_tagging(training, clips, separator.settings, separator.classes)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
               "mask_exponent": separator.mask_exponent, "thresholds": separator.thresholds.tolist(), "clips": events,
               "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}

@@ -77,7 +77,7 @@ def main() -> None:
     from Models.weak_label.prior_bias import start_at_priors
     from Models.weak_label.solver import JointModel
     from Models.weak_label.tagging import tagging_metrics
-    from Models.weak_label.training import linear_floor, load_features, model_spec_of
+    from Models.weak_label.training import floor_tagging_of, linear_floor, load_features, model_spec_of
 
     data = load_features(config, logging.getLogger("diagnose"))
     classes, train, valid = data.clips.classes, data.labelled["train"], data.labelled["valid"]
@@ -117,7 +117,7 @@ def main() -> None:
               f"mAP {tagging['mean_average_precision']:.3f} (batch statistics: AUC {batch_auc:.3f}); mean mask "
               f"{masks.mean():.3f}; probabilities {probabilities.mean():.3f} ({probabilities.std():.3f}); "
               f"{seconds:.0f} s", flush=True)
-    floor = linear_floor(data, "valid")
+    floor = floor_tagging_of(linear_floor(data), data, "valid")
     print("validation AUC per class (linear floor): " + ", ".join(
         f"{name} {tagging['per_class'][name].get('auc', np.nan):.3f} "
         f"({floor['per_class'][name].get('auc', np.nan):.3f})" for name in classes)

@@ -50,11 +50,9 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
 
 def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
     """One training run; its best model's test and validation figures and its epoch time."""
-    import numpy as np
-
     from Datasets.weak_label import load_clips
     from Models.checkpoint import load_event_separator
-    from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
+    from Models.weak_label.linear_floor import clips_floor_tagging
     from Models.weak_label.separation import score_clips
     from Training import ex
 
@@ -66,12 +64,9 @@ def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
     clips = load_clips(separator.data_folder, separator.classes)
     training, valid = clips.split("train"), clips.split("valid")
     _, tagging, events = score_clips(separator, valid)
-    floor = floor_tagging(clip_log_mels([clip.mixture_path for clip in training], separator.settings),
-                          np.stack([clip.labels for clip in training]),
-                          clip_log_mels([clip.mixture_path for clip in valid], separator.settings),
-                          np.stack([clip.labels for clip in valid]), separator.classes)
     return {"test": report(results["test_tagging"], results["test_linear_floor"], results["test_events"]),
-            "valid": report(tagging, floor, events), "epoch_seconds": results["epoch_seconds"],
+            "valid": report(tagging, clips_floor_tagging(training, valid, separator.settings, separator.classes),
+                            events), "epoch_seconds": results["epoch_seconds"],
             "train_clips": results["train_clips"], "checkpoint": results["checkpoint"]}
 
 
@@ -97,7 +92,8 @@ def table(results: dict) -> str:
                 _spread([f["event_sdr"] for f in figures], 2),
                 "/".join(str(f["scored_events"]) for f in figures),
                 "/".join(f"{f['missed']} of {f['events']}" for f in figures),
-                _spread([f["mixture_sdr"] for f in figures], 2), _spread([f["ideal_binary_mask_sdr"] for f in figures], 2),
+                _spread([f["mixture_sdr"] for f in figures], 2),
+                _spread([f["ideal_binary_mask_sdr"] for f in figures], 2),
                 f"{mean(run['epoch_seconds'] for run in runs):.1f} ({runs[0]['train_clips']}) |"]))
     return "\n".join(lines)
 

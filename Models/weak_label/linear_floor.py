@@ -65,9 +65,21 @@ class LinearFloor:
         """(clips, classes)."""
         return self.classifier.predict_proba(pooled_statistics(log_mels))
 
+    def tagging(self, log_mels: list[np.ndarray], labels: np.ndarray, classes: list[str]) -> dict:
+        """`tagging_metrics` of these clips."""
+        return tagging_metrics(labels, self.probabilities(log_mels), classes)
+
 
 def floor_tagging(train_log_mels: list[np.ndarray], train_labels: np.ndarray, log_mels: list[np.ndarray],
                   labels: np.ndarray, classes: list[str]) -> dict:
     """`tagging_metrics` of the floor trained on the first clips and scored on the second."""
-    floor = LinearFloor().fit(train_log_mels, train_labels)
-    return tagging_metrics(labels, floor.probabilities(log_mels), classes)
+    return LinearFloor().fit(train_log_mels, train_labels).tagging(log_mels, labels, classes)
+
+
+def clips_floor_tagging(training: list, clips: list, settings: MelSettings, classes: list[str]) -> dict:
+    """`floor_tagging` of weak-label clips (`Datasets.weak_label`'s): trained on the mixtures of
+    `training`, scored on those of `clips`."""
+    def log_mels_and_labels(members: list) -> tuple[list[np.ndarray], np.ndarray]:
+        return clip_log_mels([clip.mixture_path for clip in members], settings), np.stack([c.labels for c in members])
+
+    return floor_tagging(*log_mels_and_labels(training), *log_mels_and_labels(clips), classes)

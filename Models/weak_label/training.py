@@ -18,7 +18,7 @@ from Models.checkpoint import load_event_separator, save_config
 from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
-from Models.weak_label.linear_floor import clip_log_mels, floor_tagging
+from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
 from Models.weak_label.model import Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
@@ -165,10 +165,14 @@ def check_labels(data: ClipFeatures, log) -> None:
                         "undefined and left out of the weighted average.", split, labels_path, ", ".join(undefined))
 
 
-def linear_floor(data: ClipFeatures, split: str) -> dict:
-    """The tagging metrics on `split` of the linear floor trained on the training clips."""
-    return floor_tagging(data.log_mels["train"], data.labelled["train"].labels, data.log_mels[split],
-                         data.labelled[split].labels, data.clips.classes)
+def linear_floor(data: ClipFeatures) -> LinearFloor:
+    """The linear floor trained on the training clips."""
+    return LinearFloor().fit(data.log_mels["train"], data.labelled["train"].labels)
+
+
+def floor_tagging_of(floor: LinearFloor, data: ClipFeatures, split: str) -> dict:
+    """The floor's tagging metrics on `split`."""
+    return floor.tagging(data.log_mels[split], data.labelled[split].labels, data.clips.classes)
 
 
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
@@ -177,7 +181,8 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     data = load_features(config, log)
     clips, splits, labelled, settings = data.clips, data.splits, data.labelled, data.settings
     check_labels(data, log)
-    valid_floor = linear_floor(data, "valid")
+    floor = linear_floor(data)
+    valid_floor = floor_tagging_of(floor, data, "valid")
     log.info("Linear floor (logistic regression on pooled log-mel statistics) on the validation split: weighted "
              "AUC %.4f, mAP %.4f", valid_floor.get("weighted_auc", np.nan),
              valid_floor.get("mean_average_precision", np.nan))
@@ -225,7 +230,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     best = solver.checkpoint_path("best")
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
-    test_floor = linear_floor(data, "test")
+    test_floor = floor_tagging_of(floor, data, "test")
     # the median over this session's epochs (training and validation); the first one also traces the steps
     epoch_seconds = float(np.median(np.diff(epoch_ends))) if len(epoch_ends) > 1 else float("nan")
     run.info["results"] = {"test_tagging": test_tagging, "test_linear_floor": test_floor, "test_events": summary,
