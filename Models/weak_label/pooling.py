@@ -185,8 +185,8 @@ def _gru(num_classes: int, num_mels: int, units: int = 32):
     return keras.Model(masks, _probability("probabilities")(logits), name="gru_classifier")
 
 
-CLASSIFIERS = {"gwrp": _gwrp, "linear_softmax": _linear_softmax, "max": _max, "average": _average, "dense": _dense, "depthwise_cnn": _depthwise_cnn,
-               "gru": _gru}
+CLASSIFIERS = {"gwrp": _gwrp, "linear_softmax": _linear_softmax, "max": _max, "average": _average, "dense": _dense,
+               "depthwise_cnn": _depthwise_cnn, "gru": _gru}
 
 
 def build_classifier(kind: str, num_classes: int, num_mels: int, **options):

@@ -35,9 +35,10 @@ class JointModel:
 
     Loss: `(1 - w) BCE + w * mean |mask|` over absent (clip, class) pairs, w = sparsity_weight
     (0: plain BCE; Kong used 0.3), or with `sparsity_masks="all"` over every pair: the masks of
-    present classes are then pushed to zero wherever the pooled probability does not need them. The learning rate halves (decay_factor) every
-    `decay_steps` steps, the thesis's step decay. Under a strategy each replica trains on its
-    slice of the global batch, and every term is its share of the global batch's value."""
+    present classes are then pushed to zero wherever the pooled probability does not need them.
+    The learning rate halves (decay_factor) every `decay_steps` steps, the thesis's step decay.
+    Under a strategy each replica trains on its slice of the global batch, and every term is its
+    share of the global batch's value."""
 
     def __init__(self, model_spec: dict, learning_rate: float = 1e-3, decay_steps: int | None = None,
                  decay_factor: float = 0.5, sparsity_weight: float = 0.0, jit_compile: bool = True,
@@ -60,7 +61,7 @@ class JointModel:
         """The loss terms of a batch, or, given the global batch size and its number of (clip,
         class) pairs the sparsity term covers, this batch's share of the global batch's terms."""
         global_batch = global_batch or tf.shape(labels)[0]
-        covered = 1.0 - labels * (1.0 - self.sparsity_on_present)  # the (clip, class) pairs the sparsity term covers
+        covered = self._sparsity_pairs(labels)
         covered_total = tf.reduce_sum(covered) if covered_total is None else covered_total
         bce = tf.nn.compute_average_loss(
             tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels[..., None], probabilities[..., None]), axis=1),
@@ -70,11 +71,15 @@ class JointModel:
         loss = (1.0 - self.sparsity_weight) * bce + self.sparsity_weight * sparsity
         return {"loss": loss, "bce": bce, "sparsity": sparsity}
 
+    def _sparsity_pairs(self, labels):
+        """1 for the (clip, class) pairs the sparsity term covers, else 0."""
+        return 1.0 - labels * (1.0 - self.sparsity_on_present)
+
     def _replica_step(self, batch, global_batch: int):
         features, labels = batch
         # the sparsity term normalises by the pairs it covers in the whole global batch
         covered_total = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.reduce_sum(1.0 - labels * (1.0 - self.sparsity_on_present)))
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(self._sparsity_pairs(labels)))
         with tf.GradientTape() as tape:
             masks, probabilities = split_outputs(self.model(features, training=True))
             losses = self.losses(labels, masks, probabilities, global_batch, covered_total)
