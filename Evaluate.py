@@ -25,6 +25,7 @@ import tracking.observers
 from tracking.compare import compare_runs
 
 from Datasets.atomic import atomic_open, check_folder_creatable
+from Models.config_checks import require_odd_window
 from Models.scoring import PROTOCOLS, evaluate_tracks, flat_result, median_text, summarise_per_database
 
 
@@ -71,6 +72,8 @@ def check_config(config: dict, command: str) -> None:
         check_folder_creatable(config["output_dir"], "output_dir")
     if command in ("main", "separate", "export"):
         postfilter_for(config, command)
+    if config["mask_dilation"] is not None:
+        require_odd_window(config, "mask_dilation", "frames, mel bands")
 
 
 def postfilter_for(config: dict, command: str):
@@ -92,6 +95,7 @@ def config():
     partition = "test"  # "test" or "valid"
     protocol = "bss_eval_v3"  # "bss_eval_v3" (the paper: whole songs) or "museval_v4" (1 s windows, medians)
     mask_exponent = None  # weak-label checkpoints: replaces the mask exponent they were trained with
+    mask_dilation = None  # weak-label checkpoints: replaces their mask dilation, [frames, mel bands]
     window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
     postfilter = None  # "none" (the paper's raw magnitudes), "softmask" or "wiener"; None: none when scoring
     #                    (the paper's protocol), softmask for `separate` (the best on the demo's validation songs)
@@ -109,7 +113,7 @@ def config():
 
 
 @ex.command(unobserved=True)
-def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, _log):
+def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, mask_dilation, _log):
     """Writes one WAV per source for every input file, at the input's rate and channel count,
     streaming in blocks so that memory stays flat however long the input. A file that cannot
     be read is named and skipped; the command then exits with status 1 once the others are done.
@@ -119,7 +123,7 @@ def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, 
     from Models.separation import Separator
     from Models.streaming import SeparationFailed
 
-    trained = load_trained(checkpoint, mask_exponent)
+    trained = load_trained(checkpoint, mask_exponent, mask_dilation)
     if isinstance(trained, Separator):
         trained = replace(trained, postfilter=postfilter_for(_config, "separate"))
     try:
@@ -191,7 +195,8 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
     # the linear floor, trained on the model's training clips, on the same clips (Models/weak_label/linear_floor.py)
     floor = clips_floor_tagging(training, clips, separator.settings, separator.classes)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
-              "mask_exponent": separator.mask_exponent, "thresholds": separator.thresholds.tolist(), "clips": events,
+              "mask_exponent": separator.mask_exponent, "mask_dilation": list(separator.mask_dilation),
+              "thresholds": separator.thresholds.tolist(), "clips": events,
               "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}
     _publish(report, json_path, pickle_path, _run)
     overall = report["summary"]["events"]["all"]
@@ -209,12 +214,13 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
 
 
 @ex.automain
-def main(_config, checkpoint, partition, protocol, mask_exponent, window_frames, output_dir, overwrite, _run, _log):
+def main(_config, checkpoint, partition, protocol, mask_exponent, mask_dilation, window_frames, output_dir, overwrite,
+         _run, _log):
     from Datasets import load_dataset_for
     from Models.checkpoint import load_trained
     from Models.separation import Separator
 
-    separator = load_trained(checkpoint, mask_exponent)
+    separator = load_trained(checkpoint, mask_exponent, mask_dilation)
     if not isinstance(separator, Separator):
         return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
     separator = replace(separator, postfilter=postfilter_for(_config, "main"))
@@ -224,7 +230,8 @@ def main(_config, checkpoint, partition, protocol, mask_exponent, window_frames,
     tracks = getattr(load_dataset_for(separator.config), partition)
     scores = evaluate_tracks(separator, tracks, window_frames, protocol=protocol)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition, "protocol": protocol,
-              "postfilter": asdict(separator.postfilter), "tracks": scores, "summary": summarise_per_database(scores, separator.source_names)}
+              "postfilter": asdict(separator.postfilter), "tracks": scores,
+              "summary": summarise_per_database(scores, separator.source_names)}
     _publish(report, json_path, pickle_path, _run)
     _log.info("Results in %s", json_path)
     for source, summary in report["summary"]["all"].items():

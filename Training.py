@@ -119,6 +119,8 @@ def config():
     detection_threshold = "validation_eer"  # when a class counts as present and is separated: a clip
     # probability, or "validation_eer": per class, the equal-error point on the validation split
     mask_exponent = 1.0  # separation uses mask ** mask_exponent (> 1 sharpens soft masks: less interference)
+    mask_dilation = [1, 1]  # separation first takes each mask value's maximum over a window of [frames, mel
+    #                         bands] around it (odd sizes; [1, 1]: none): rank-pooled masks light few bins
 
     # ---- devices and speed (both methods)
     distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py

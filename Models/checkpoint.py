@@ -77,12 +77,12 @@ def _format_1_description(checkpoint: str) -> dict:
     return separator_description(spec, settings, config)
 
 
-def load_trained(path: str, mask_exponent: float | None = None):
+def load_trained(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None):
     """What the checkpoint `path` holds, read once: the separation engine of a separator
     (`load_separator`), or the event separator of a weak-label model (`load_event_separator`)."""
     checkpoint, state = read_checkpoint(path)
     if state.get("method") == "weak_label":
-        return _event_separator(checkpoint, state, mask_exponent)
+        return _event_separator(checkpoint, state, mask_exponent, mask_dilation)
     return _separator(checkpoint, state)
 
 
@@ -91,10 +91,10 @@ def load_separator(path: str) -> Separator:
     return _separator(*read_checkpoint(path))
 
 
-def load_event_separator(path: str, mask_exponent: float | None = None):
+def load_event_separator(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None):
     """The weak-label model a checkpoint holds, ready to separate (Models/weak_label/separation.py);
-    `mask_exponent` replaces the one it was trained with."""
-    return _event_separator(*read_checkpoint(path), mask_exponent)
+    `mask_exponent` and `mask_dilation` replace the ones it was trained with."""
+    return _event_separator(*read_checkpoint(path), mask_exponent, mask_dilation)
 
 
 def _separator(checkpoint: str, state: dict) -> Separator:
@@ -112,7 +112,7 @@ def _separator(checkpoint: str, state: dict) -> Separator:
                      checkpoint, description["config"])
 
 
-def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None):
+def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, mask_dilation: list[int] | None):
     import numpy as np
 
     from Datasets.features import MelSettings
@@ -135,7 +135,8 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None):
                           MelSettings(**state["mel_settings"]),
                           Standardisation(np.asarray(statistics["mean"]), np.asarray(statistics["std"])),
                           state["front_end"], thresholds, mask_exponent or state["mask_exponent"],
-                          checkpoint, state["data_folder"])
+                          # checkpoints from before mask dilation separate as they did
+                          tuple(mask_dilation or state.get("mask_dilation", (1, 1))), checkpoint, state["data_folder"])
 
 
 def save_config(config: dict, checkpoint_dir: str) -> None:

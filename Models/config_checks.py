@@ -22,3 +22,12 @@ def require_choices(config: dict, choices: dict[str, Iterable]) -> None:
     for key, allowed in choices.items():
         if config[key] not in tuple(allowed):
             raise ValueError(f"Config key `{key}` must be one of {tuple(allowed)}, got {config[key]!r}.")
+
+
+def require_odd_window(config: dict, key: str, axes: str) -> None:
+    """A list of positive odd integers, one per axis named in `axes` ("frames, mel bands")."""
+    value = config[key]
+    if not isinstance(value, (list, tuple)) or len(value) != len(axes.split(", ")) or any(
+            isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0 for size in value):
+        raise ValueError(f"Config key `{key}` must be [{axes}]: positive odd integers, the sizes of a centred "
+                         f"window (1: none), got {value!r}.")

@@ -126,6 +126,26 @@ def test_events_are_separated_by_the_predicted_class_and_scored_beside_the_basel
     separator.mask_exponent = 2.0  # sharpening: a mask of 0.5 keeps a quarter
     np.testing.assert_allclose(separator.apply_mask(half, spectrogram, 8000), 0.25 * mixture, atol=1e-4)
 
+    separator.mask_exponent = 1.0
+    narrow, wide = (np.zeros((frames, SETTINGS.n_mels), np.float32) for _ in range(2))
+    narrow[10:12, 4:6], wide[8:14, 3:7] = 1.0, 1.0
+    separator.mask_dilation = (5, 3)  # two frames and one band further on each side
+    dilated = separator.apply_mask(narrow, spectrogram, 8000)
+    separator.mask_dilation = (1, 1)
+    np.testing.assert_allclose(dilated, separator.apply_mask(wide, spectrogram, 8000), atol=1e-6)
+
+
+def test_mask_dilation_takes_the_window_maximum_and_stops_at_the_clip_edges():
+    from Models.weak_label.separation import dilate
+
+    mask = np.zeros((6, 5), np.float32)
+    mask[0, 2], mask[4, 4] = 0.5, 0.9
+    expected = np.zeros_like(mask)
+    expected[0:2, 1:4] = 0.5  # no frame before the first: the window is cut, not wrapped or mirrored
+    expected[3:6, 3:5] = 0.9
+    np.testing.assert_array_equal(dilate(mask, (3, 3)), expected)
+    assert dilate(mask, (1, 1)) is mask
+
 
 def librosa_mel_centres():
     import librosa
@@ -221,8 +241,16 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
     sharper = evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "sharper"),
                                              "run_dir": None, "mask_exponent": 4.0})
     assert sharper.result["event_separated_median_SIR"] > evaluated.result["event_separated_median_SIR"]
+    wider = evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "wider"),
+                                           "run_dir": None, "mask_dilation": [9, 3]})
+    assert wider.result["event_separated_median_SDR"] != pytest.approx(evaluated.result["event_separated_median_SDR"])
+    with open(tmp_path / "wider" / "best_test.json") as handle:
+        assert json.load(handle)["mask_dilation"] == [9, 3]
+    with pytest.raises(ValueError, match="`mask_dilation` must be"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "mask_dilation": [2, 2]})
     with open(tmp_path / "report" / "best_test.json") as handle:
         report = json.load(handle)
+    assert report["mask_dilation"] == [1, 1]  # the config the checkpoint was trained with
     assert set(report["summary"]["events"]) == {"all", "beeps", "chirp", "clicks", "harmonic", "noise_burst"}
     with pytest.raises(FileExistsError, match="overwrite=True"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "report"),
@@ -258,6 +286,9 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
         ex.run(config_updates={**base, "detection_threshold": "auto"})
     with pytest.raises(ValueError, match="`method` must be one of"):
         ex.run(config_updates={"method": "magic", "run_dir": None})
+    for dilation in ([4, 3], [3], [3, 0], "3x3", [3.0, 1]):
+        with pytest.raises(ValueError, match=r"`mask_dilation` must be \[frames, mel bands\]: positive odd"):
+            ex.run(config_updates={**base, "mask_dilation": dilation})
 
 
 def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint(weak_label_run, tmp_path,

@@ -1,7 +1,9 @@
 """Separating sound events with a trained weak-label model, and scoring it against baselines.
 
-A mel-band mask of a class, raised to `mask_exponent` (weakly trained masks are soft: a
-power above 1 trades artifacts for less interference), is spread over the STFT bins
+A mel-band mask of a class, dilated by `mask_dilation` (each value becomes the maximum of a
+window of frames by mel bands around it: rank-pooled masks light a few bins of an event, and
+on real recordings often a few frames beside it), raised to `mask_exponent` (weakly trained
+masks are soft: a power above 1 trades artifacts for less interference), is spread over the STFT bins
 (`features.mel_to_linear_matrix`: every bin's weights sum to one), multiplied with the
 mixture's magnitude, given the mixture's phase and inverted. Which classes are separated is decided by the model's
 predicted labels, never by the ground truth.
@@ -20,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import maximum_filter
 
 from Datasets import audio, features
 from Datasets.features import MelSettings
@@ -48,6 +51,7 @@ class EventSeparator:
     front_end: str  # "logmel", or "pcen" / "trainable_pcen": the model takes mel energies and normalises them
     thresholds: np.ndarray  # per class: the clip probability from which it counts as present
     mask_exponent: float = 1.0  # masks are raised to this power before separating: > 1 sharpens them
+    mask_dilation: tuple[int, int] = (1, 1)  # (frames, mel bands) of the max filter on masks; (1, 1): none
     path: str = ""
     data_folder: str = ""  # the clips it was trained on (labels.csv), for test-set evaluation
 
@@ -74,8 +78,17 @@ class EventSeparator:
                  for index in present}, probabilities)
 
     def apply_mask(self, mel_mask: np.ndarray, spectrogram: np.ndarray, length: int) -> np.ndarray:
-        linear_mask = self.settings.mel_to_linear() @ (mel_mask ** self.mask_exponent).T  # (bins, frames)
+        mel_mask = dilate(mel_mask, self.mask_dilation) ** self.mask_exponent
+        linear_mask = self.settings.mel_to_linear() @ mel_mask.T  # (bins, frames)
         return features.istft(linear_mask * spectrogram, self.settings.hop, length, self.settings.window)
+
+
+def dilate(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Each value of a (frames, mels) mask replaced by the largest within a centred window of
+    `size` (frames, mel bands), cut at the clip's edges."""
+    if tuple(size) == (1, 1):
+        return mask
+    return maximum_filter(mask, size=tuple(size), mode="constant", cval=0.0)
 
 
 def ideal_binary_mask_estimate(event: np.ndarray, mixture: np.ndarray, settings: MelSettings) -> np.ndarray:

@@ -15,7 +15,8 @@ from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
-from Models.config_checks import require_choices, require_non_negative_numbers, require_positive_integers
+from Models.config_checks import (require_choices, require_non_negative_numbers, require_odd_window,
+                                  require_positive_integers)
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
@@ -46,6 +47,7 @@ def check_config(config: dict) -> None:
                              "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero"),
                              "sparsity_masks": ("absent", "all")})
     check_augmentation_keys(config)
+    require_odd_window(config, "mask_dilation", "frames, mel bands")
     if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
             or not config["mask_exponent"] > 0:
         raise ValueError(f"Config key `mask_exponent` must be a positive number, got {config['mask_exponent']!r}.")
@@ -204,7 +206,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     description = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
                    "standardisation": {"mean": data.standardisation.mean, "std": data.standardisation.std},
                    "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
-                   "mask_exponent": config["mask_exponent"]}
+                   "mask_exponent": config["mask_exponent"], "mask_dilation": list(config["mask_dilation"])}
 
     epoch_ends = [time.perf_counter()]
 
