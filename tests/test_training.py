@@ -106,12 +106,14 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path, monk
     # the best validation loss is a sum over threads: equal to rounding, not bit for bit
     assert resumed["progress"]["best_score"] == pytest.approx(expected["progress"]["best_score"], rel=1e-6)
     assert {**resumed["progress"], "best_score": None} == {**expected["progress"], "best_score": None}
-    for name in ("separator",):
-        for got, want in zip(resumed[name], expected[name]):
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Rounding differs between graphs that Grappler fused differently (it may give up on a fusion
+    # under load), and the critics' steps amplify it to ~1e-6; a wrong batch or optimiser state
+    # moves weights by orders of magnitude more.
+    for got, want in zip(resumed["separator"], expected["separator"]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     for critic in expected["critics"]:
         for got, want in zip(resumed["critics"][critic], expected["critics"][critic]):
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("updates, message", [
