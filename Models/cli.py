@@ -1,6 +1,7 @@
 """The `separate` console command (installed by `pip install .`):
 
     separate CHECKPOINT INPUT... -o OUT [--postfilter wiener] [--overwrite] [--device cpu|gpu]
+             [--mask-dilation FRAMES BANDS] [--mask-exponent POWER]
 
 CHECKPOINT is a run folder or checkpoint file of either method; INPUT files and folders
 (searched for wav, flac, ogg and mp3). Every file becomes `OUT/<file stem>/<source>.wav`.
@@ -28,6 +29,12 @@ def parser() -> argparse.ArgumentParser:
                            help=f"how source spectrograms are made of the estimates (default {DEFAULT_POSTFILTER})")
     arguments.add_argument("--wiener-iterations", type=int, default=1, help="EM rounds of --postfilter wiener")
     arguments.add_argument("--softmask-power", type=float, default=1.0, help="exponent of --postfilter softmask")
+    arguments.add_argument("--mask-dilation", type=int, nargs=2, metavar=("FRAMES", "BANDS"),
+                           help="weak-label checkpoints: the window of the max filter on the masks, positive odd "
+                                "sizes (1 1: none), instead of the one the checkpoint was trained with")
+    arguments.add_argument("--mask-exponent", type=float, metavar="POWER",
+                           help="weak-label checkpoints: the power the masks are raised to, instead of the "
+                                "checkpoint's (above 1 sharpens them)")
     arguments.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
     arguments.add_argument("--skip-existing", action="store_true",
                            help="separate only the inputs whose outputs are missing from OUT")
@@ -60,7 +67,13 @@ def separate_inputs(trained, inputs: list[str], output_dir: str, overwrite: bool
 
 
 def main(argv: list[str] | None = None) -> None:
-    arguments = parser().parse_args(argv)
+    command = parser()
+    arguments = command.parse_args(argv)
+    if arguments.mask_dilation and any(size < 1 or size % 2 == 0 for size in arguments.mask_dilation):
+        command.error(f"--mask-dilation needs positive odd sizes (a centred window; 1 1: none), "
+                      f"got {' '.join(map(str, arguments.mask_dilation))}")
+    if arguments.mask_exponent is not None and not arguments.mask_exponent > 0:
+        command.error(f"--mask-exponent must be positive, got {arguments.mask_exponent}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     use_device(arguments.device)
     from dataclasses import replace
@@ -72,9 +85,12 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         postfilter = PostFilter(arguments.postfilter, arguments.softmask_power, arguments.wiener_iterations)
-        trained = load_trained(arguments.checkpoint)
+        trained = load_trained(arguments.checkpoint, arguments.mask_exponent, arguments.mask_dilation)
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"separate: {error}") from None
+    if isinstance(trained, Separator) and (arguments.mask_dilation or arguments.mask_exponent is not None):
+        raise SystemExit(f"separate: --mask-dilation and --mask-exponent apply to weak-label checkpoints; "
+                         f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
     if isinstance(trained, Separator):
         trained = replace(trained, postfilter=postfilter)
     start = time.perf_counter()

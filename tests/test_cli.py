@@ -85,3 +85,16 @@ def test_gpu_asked_for_where_there_is_none(checkpoint, tmp_path):
         pytest.skip("this machine has a GPU: the refusal cannot happen here")
     completed = separate(checkpoint, "x.wav", "-o", tmp_path / "out", "--device", "gpu")
     assert completed.returncode == 1 and "--device gpu, but TensorFlow sees no GPU here" in completed.stderr
+
+
+def test_mask_options_are_checked_and_refused_for_a_separator(checkpoint, tmp_path, capsys):
+    from Models import cli
+
+    for option, message in ((["--mask-dilation", "4", "3"], "--mask-dilation needs positive odd sizes"),
+                            (["--mask-exponent", "0"], "--mask-exponent must be positive")):
+        with pytest.raises(SystemExit) as exited:
+            cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), *option])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="apply to weak-label checkpoints; .* holds a separator"):
+        cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), "--mask-dilation", "3", "3"])
+    assert not os.path.exists(tmp_path / "out")

@@ -269,6 +269,21 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
         info = soundfile.info(path)
         assert info.samplerate == 16000 and info.frames == len(mixture)
 
+    # the console command's overrides reach the masks as Evaluate.py's do
+    from Models import cli
+
+    evaluation.run("separate", config_updates={"checkpoint": checkpoint, "inputs": [stereo_input],
+                                               "output_dir": str(tmp_path / "wider_out"), "mask_dilation": [9, 3]})
+    cli.main([checkpoint, stereo_input, "-o", str(tmp_path / "cli"), "--mask-dilation", "9", "3"])
+    detected = [name for name in all_clips.classes
+                if np.any(soundfile.read(tmp_path / "out" / "input" / f"{name}.wav")[0])]
+    assert detected
+    for name in detected:
+        undilated, dilated, command = (soundfile.read(tmp_path / folder / "input" / f"{name}.wav")[0]
+                                       for folder in ("out", "wider_out", "cli"))
+        np.testing.assert_array_equal(command, dilated)
+        assert not np.allclose(dilated, undilated)
+
 
 def test_bad_weak_label_configs_fail_before_training(tmp_path):
     from Training import ex
