@@ -207,6 +207,31 @@ def test_generic_is_deterministic_for_a_seed(generic_root, tmp_path):
     assert first["mixtures/train_00000.wav"] != other["mixtures/train_00000.wav"]
 
 
+def test_generic_solo_training_clips_split_each_training_mixture_into_its_parts(generic_root, tmp_path):
+    options = {**TINY, "events_per_clip": (1, 2), "empty_clip_probability": 0.3, "seed": 4}
+    plain = load_clips(prepare("generic", str(tmp_path / "plain"), data_root=str(generic_root), **options))
+    solo = load_clips(prepare("generic", str(tmp_path / "solo"), data_root=str(generic_root),
+                              solo_training_clips=True, **options))
+    by_name = {clip.name: clip for clip in solo.clips}
+    with_events = [clip for clip in plain.split("train") if clip.labels.any()]
+    assert with_events and len(with_events) < len(plain.split("train"))  # clips without events stay alone
+    assert len(solo.split("train")) == len(plain.split("train")) + 2 * len(with_events)
+    for split in ("valid", "test"):  # mixtures only: their scores stay those of mixtures
+        assert [clip.name for clip in solo.split(split)] == [clip.name for clip in plain.split(split)]
+    for clip in plain.clips:  # the mixtures are drawn as without the option
+        np.testing.assert_array_equal(_read(by_name[clip.name].mixture_path), _read(clip.mixture_path))
+    for clip in with_events:
+        events, background = by_name[f"{clip.name}_events"], by_name[f"{clip.name}_background"]
+        np.testing.assert_array_equal(events.labels, clip.labels)
+        assert not background.labels.any() and events.split == background.split == "train"
+        event_sum = sum(_read(path) for path in clip.source_paths.values())
+        np.testing.assert_allclose(_read(events.mixture_path), event_sum, atol=1e-6)
+        np.testing.assert_allclose(_read(background.mixture_path), _read(clip.background_path), atol=1e-6)
+        np.testing.assert_allclose(_read(events.mixture_path) + _read(background.mixture_path),
+                                   _read(clip.mixture_path), atol=1e-6)
+    _assert_mixtures_are_sums(solo)
+
+
 def test_short_background_is_looped_with_a_warning_or_refused(generic_root, tmp_path, caplog):
     short = generic_root / "backgrounds" / "noise1.wav"
     _write_noise(short, 0.4, seed=9)

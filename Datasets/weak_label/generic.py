@@ -13,6 +13,12 @@ are never heard in training). A clip is a background excerpt at
 a random offset with `events_per_clip` events of different classes (classes and files used about
 equally often), each cropped to the room it has, placed at a random onset and scaled to an
 event-to-background ratio drawn from `ebr_db`. A clip that would clip is scaled down as a whole.
+
+With `solo_training_clips` every training mixture with events is followed by two more clips at
+its scale: `<clip>_events`, its events alone (labelled with their classes), and
+`<clip>_background`, its background alone (no labels). The labels stay weak, but they now tell
+the model what each class sounds like without a background and what a background sounds like
+without events, as the solo clips of Kong et al.'s TUT set do.
 """
 from __future__ import annotations
 
@@ -117,5 +123,8 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
                                       f"Background '{background_sample.path}'")
                 events.append(PlacedEvent(label=label, onset=onset, signal=gain * signal, ratio_db=ratio,
                                           source_file=os.path.relpath(path, data_root)))
-        writer.write_clip(f"{split}_{number:05d}", split, background, events,
-                          clip_scale(background, events, always=False))
+        name, scale = f"{split}_{number:05d}", clip_scale(background, events, always=False)
+        writer.write_clip(name, split, background, events, scale)
+        if options.solo_training_clips and split == "train" and events:
+            writer.write_clip(f"{name}_events", split, np.zeros_like(background), events, scale)
+            writer.write_clip(f"{name}_background", split, background, [], scale)

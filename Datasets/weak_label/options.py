@@ -18,6 +18,9 @@ Every option of `prepare(recipe, ..., **options)`:
   "loop"ed (with a warning naming it) or an "error".
 - solo_clips (tut): as in Kong et al.'s code, each mixture's event alone and background alone are
   clips too, and the class `background` labels every clip with background in it.
+- solo_training_clips (generic, demo): each training mixture's events alone (labelled with their
+  classes) and its background alone (no labels) are training clips too, three clips per mixture;
+  validation and test keep mixtures only, so their scores stay those of mixtures.
 - valid_fraction (tut): share of the devtrain recordings held out for validation.
 - event_files_per_class, background_files, background_seconds (demo): how much raw audio the
   demo synthesises before mixing it.
@@ -83,9 +86,11 @@ class GenericOptions(_ClipOptions):
     empty_clip_probability: float = 0.0
     clips_per_split: dict[str, int] = field(default_factory=lambda: {"train": 1000, "valid": 200, "test": 200})
     short_background: str = "loop"
+    solo_training_clips: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.solo_training_clips = bool(self.solo_training_clips)
         self.events_per_clip = _events_per_clip(self.events_per_clip)
         self.ebr_db = _pair(self.ebr_db, "ebr_db", float)
         self.overlap = bool(self.overlap)
