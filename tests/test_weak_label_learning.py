@@ -248,17 +248,26 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
     for key, value in tiny.items():
         arguments += ["--with", f"{key}={json.dumps(value)}"]
     results = weak_label_dev_set.main(arguments)
-    figures = results["gwrp seed=3"]
+    figures = results["gwrp split=0 seed=3"]
     for split in ("valid", "test"):
         assert figures[split]["events"] == 18 and 0 <= figures[split]["missed"] <= 18
         assert 0 <= figures[split]["weighted_auc"] <= 1 and 0.5 < figures[split]["floor_weighted_auc"] <= 1
         assert figures[split]["ideal_binary_mask_sdr"] > figures[split]["mixture_sdr"]
     assert figures["train_clips"] == 48 and figures["epoch_seconds"] > 0
     table = capsys.readouterr().out
-    assert "| gwrp | test | 1 |" in table and "(48) |" in table
+    assert "| gwrp | 0 | test | 1 |" in table and "(48) |" in table and "| all |" not in table
     checkpoint = figures["checkpoint"]
     os.remove(checkpoint)  # a rerun takes the saved results instead of training again
-    assert weak_label_dev_set.main(arguments)["gwrp seed=3"] == figures
+    assert weak_label_dev_set.main(arguments)["gwrp split=0 seed=3"] == figures
+    capsys.readouterr()
+
+    # another split deals the recordings anew: other test clips, the same saved run of split 0
+    both = weak_label_dev_set.main(arguments + ["--splits", "0", "1"])
+    assert both["gwrp split=0 seed=3"] == figures
+    other = both["gwrp split=1 seed=3"]
+    assert other["checkpoint"] != checkpoint
+    assert other["test"]["floor_weighted_auc"] != figures["test"]["floor_weighted_auc"]
+    assert "| gwrp | 1 | test | 1 |" in (table := capsys.readouterr().out) and "| gwrp | all | test | 2 |" in table
 
 
 # ----------------------------------------------------------------------------------------------
