@@ -88,9 +88,7 @@ def config():
     # ---- the weak-label method (Models/weak_label/model.py, Datasets/weak_label)
     weak_label_recipe = "demo"  # "demo", "generic", "tut", "dcase2013", or "folder" (data_root holds labels.csv)
     data_root = None  # the recipe's source data (generic: events/<class>/ and backgrounds/), or a prepared folder
-    # recipe parameters, e.g. {"clip_seconds": 4, "ebr_db": [-6, 6]} (Datasets/weak_label/options.py), and
-    # "seed": which recordings go to train, valid and test, and the draws of the mixtures (default 0)
-    recipe_options = {}
+    recipe_options = {}  # recipe parameters (Datasets/weak_label/options.py), e.g. {"ebr_db": [-6, 6], "seed": 0}
     stft_window = "hann"  # STFT window of the weak-label features ("hamming" in the papers)
     num_mels = 64  # mel bands of the features and masks
     mel_fmin = 0.0  # Hz

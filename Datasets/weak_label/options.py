@@ -1,6 +1,7 @@
 """The options of each recipe, their defaults and their checks.
 
-Every option of `prepare(recipe, ..., **options)`:
+Every option of `prepare(recipe, ..., **options)`, besides `seed` (all: which recordings go to
+train, valid and test, and every draw of the mixtures; 0 by default):
 - sample_rate (all): Hz of the written clips; sources are downmixed to mono and resampled.
 - clip_seconds (all): length of every clip.
 - events_per_clip (generic, demo, dcase2013): (min, max) events in a clip that has events,
