@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 
+from Models.config_checks import is_odd_window
 from Models.postfilter import DEFAULT_POSTFILTER, POSTFILTERS  # numpy only
 
 
@@ -69,7 +70,7 @@ def separate_inputs(trained, inputs: list[str], output_dir: str, overwrite: bool
 def main(argv: list[str] | None = None) -> None:
     command = parser()
     arguments = command.parse_args(argv)
-    if arguments.mask_dilation and any(size < 1 or size % 2 == 0 for size in arguments.mask_dilation):
+    if arguments.mask_dilation and not is_odd_window(arguments.mask_dilation, 2):
         command.error(f"--mask-dilation needs positive odd sizes (a centred window; 1 1: none), "
                       f"got {' '.join(map(str, arguments.mask_dilation))}")
     if arguments.mask_exponent is not None and not arguments.mask_exponent > 0:
@@ -88,10 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         trained = load_trained(arguments.checkpoint, arguments.mask_exponent, arguments.mask_dilation)
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"separate: {error}") from None
-    if isinstance(trained, Separator) and (arguments.mask_dilation or arguments.mask_exponent is not None):
-        raise SystemExit(f"separate: --mask-dilation and --mask-exponent apply to weak-label checkpoints; "
-                         f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
     if isinstance(trained, Separator):
+        if arguments.mask_dilation or arguments.mask_exponent is not None:
+            raise SystemExit(f"separate: --mask-dilation and --mask-exponent apply to weak-label checkpoints; "
+                             f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
         trained = replace(trained, postfilter=postfilter)
     start = time.perf_counter()
     try:

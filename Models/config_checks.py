@@ -24,10 +24,15 @@ def require_choices(config: dict, choices: dict[str, Iterable]) -> None:
             raise ValueError(f"Config key `{key}` must be one of {tuple(allowed)}, got {config[key]!r}.")
 
 
+def is_odd_window(value, axes: int) -> bool:
+    """Whether `value` is a list of `axes` positive odd integers: the sizes of a centred window."""
+    return isinstance(value, (list, tuple)) and len(value) == axes and all(
+        not isinstance(size, bool) and isinstance(size, int) and size >= 1 and size % 2 == 1 for size in value)
+
+
 def require_odd_window(config: dict, key: str, axes: str) -> None:
     """A list of positive odd integers, one per axis named in `axes` ("frames, mel bands")."""
     value = config[key]
-    if not isinstance(value, (list, tuple)) or len(value) != len(axes.split(", ")) or any(
-            isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0 for size in value):
+    if not is_odd_window(value, len(axes.split(", "))):
         raise ValueError(f"Config key `{key}` must be [{axes}]: positive odd integers, the sizes of a centred "
                          f"window (1: none), got {value!r}.")
