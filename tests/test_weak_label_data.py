@@ -169,6 +169,26 @@ def test_generic_events_do_not_overlap_and_test_files_stay_out_of_training(gener
     assert not files["train"] & (files["valid"] | files["test"])
 
 
+def test_generic_records_each_clips_background_recording_and_offset(generic_root, tmp_path):
+    folder = prepare("generic", str(tmp_path / "out"), data_root=str(generic_root), solo_training_clips=True, **TINY)
+    with open(os.path.join(folder, "backgrounds.csv"), newline="") as file:
+        rows = {row["filename"]: row for row in csv.DictReader(file)}
+    clips = load_clips(folder)
+    assert set(rows) == {os.path.relpath(clip.mixture_path, folder) for clip in clips.clips
+                         if not clip.name.endswith("_events")}  # solo event clips have no background
+    for clip in clips.clips:
+        row = rows.get(os.path.relpath(clip.mixture_path, folder))
+        if row is None:
+            continue
+        written = _read(clip.background_path)
+        start = int(round(float(row["offset_seconds"]) * RATE))
+        cut = _read(generic_root / row["source_file"])[start:start + len(written)]
+        scale = np.dot(written, cut) / np.dot(cut, cut)  # the clip's common peak scale
+        np.testing.assert_allclose(written, scale * cut, atol=1e-6)
+    heard = {split: {row["source_file"] for name, row in rows.items() if f"/{split}_" in name} for split in SPLITS}
+    assert all(heard.values()) and not heard["train"] & (heard["valid"] | heard["test"])
+
+
 def test_generic_keeps_each_subfolder_in_one_split(generic_root, tmp_path):
     for kit in range(4):  # takes of one drum kit sound alike: a kit goes to one split whole
         for take in range(3):
@@ -420,6 +440,11 @@ def test_tut_mixes_each_event_at_0_db_with_solo_clips(tut_root, tmp_path):
     held_out = {event["source_file"] for event in _events(folder) if "valid_" in event["filename"]}
     trained = {event["source_file"] for event in _events(folder) if "train_" in event["filename"]}
     assert held_out and not held_out & trained
+    with open(os.path.join(folder, "backgrounds.csv"), newline="") as file:
+        backgrounds = {row["filename"]: row["source_file"] for row in csv.DictReader(file)}
+    assert {os.path.basename(name)[:-4] for name in backgrounds} == {
+        name for name in labels if not name.endswith("_event")}  # the solo event clips have none
+    assert all(path.startswith("bgs/") for path in backgrounds.values())
 
 
 def test_tut_without_solo_clips_and_with_bad_annotations(tut_root, tmp_path):

@@ -10,7 +10,9 @@ Layout (paths relative to the folder):
   the mixture) and sources/<clip>/background.wav (everything else), summing to the mixture;
   optional for data brought by a user, needed only for separation scores;
 - events.csv (recipes only): where each event went, `filename,class,onset_seconds,
-  offset_seconds,ebr_db,source_file`, with its event-to-background ratio over its own samples.
+  offset_seconds,ebr_db,source_file`, with its event-to-background ratio over its own samples;
+- backgrounds.csv (recipes that mix over recordings): the recording each clip's background is
+  cut from, `filename,source_file,offset_seconds`.
 
 The recipes write 24-bit PCM on the 24-bit grid: such files are byte-identical for a seed
 (float WAVs carry a time stamp), and a mixture is exactly the sum of its sources as read back.
@@ -31,12 +33,14 @@ from Datasets.weak_label.mixing import peak_scale
 CLASSES_FILE = "classes.txt"
 LABELS_FILE = "labels.csv"
 EVENTS_FILE = "events.csv"
+BACKGROUNDS_FILE = "backgrounds.csv"
 MIXTURES_FOLDER = "mixtures"
 SOURCES_FOLDER = "sources"
 BACKGROUND = "background"  # the reference of everything that is not an event of a class
 SPLITS = ("train", "valid", "test")
 LABELS_HEADER = ["filename", "split", "labels"]
 EVENTS_HEADER = ["filename", "class", "onset_seconds", "offset_seconds", "ebr_db", "source_file"]
+BACKGROUNDS_HEADER = ["filename", "source_file", "offset_seconds"]
 LABEL_SEPARATOR = ";"
 _PCM_24_STEPS = 2 ** 23
 
@@ -211,6 +215,7 @@ class FolderWriter:
     sample_rate: int
     _label_rows: list[list[str]] = field(default_factory=list)
     _event_rows: list[list[str]] = field(default_factory=list)
+    _background_rows: list[list[str]] = field(default_factory=list)
 
     def write_clip(self, name: str, split: str, background: np.ndarray, events: list[PlacedEvent], scale: float,
                    background_is_labelled: bool = False) -> None:
@@ -233,6 +238,10 @@ class FolderWriter:
                                      f"{(event.onset + len(event.signal)) / self.sample_rate:.6f}",
                                      f"{event.ratio_db:.3f}", event.source_file])
 
+    def record_background(self, name: str, source_file: str, offset_seconds: float) -> None:
+        """Notes in backgrounds.csv which recording clip `name`'s background was cut from."""
+        self._background_rows.append([f"{MIXTURES_FOLDER}/{name}.wav", source_file, f"{offset_seconds:.6f}"])
+
     def _write(self, relative_path: str, signal: np.ndarray) -> None:
         audio.write(os.path.join(self.folder, relative_path), signal, self.sample_rate, subtype="PCM_24")
 
@@ -241,6 +250,8 @@ class FolderWriter:
             file.write("".join(f"{name}\n" for name in self.classes))
         self._write_table(LABELS_FILE, LABELS_HEADER, self._label_rows)
         self._write_table(EVENTS_FILE, EVENTS_HEADER, self._event_rows)
+        if self._background_rows:
+            self._write_table(BACKGROUNDS_FILE, BACKGROUNDS_HEADER, self._background_rows)
 
     def _write_table(self, name: str, header: list[str], rows: list[list[str]]) -> None:
         text = io.StringIO()

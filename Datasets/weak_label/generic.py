@@ -112,7 +112,8 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
     for number in range(options.clips_per_split[split]):
         rng = np.random.default_rng([seed, split_number, number])
         background_sample = background_draw.draw(1)[0]
-        background = background_excerpt(background_sample, clip_frames, options.sample_rate, rng)
+        background, offset = background_excerpt(background_sample, clip_frames, options.sample_rate, rng)
+        background_file = os.path.relpath(background_sample.path, data_root)
         events = []
         if rng.random() >= options.empty_clip_probability:
             count = int(rng.integers(options.events_per_clip[0], options.events_per_clip[1] + 1))
@@ -125,6 +126,8 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
                                           source_file=os.path.relpath(path, data_root)))
         name, scale = f"{split}_{number:05d}", clip_scale(background, events, always=False)
         writer.write_clip(name, split, background, events, scale)
+        writer.record_background(name, background_file, offset)
         if options.solo_training_clips and split == "train" and events:
             writer.write_clip(f"{name}_events", split, np.zeros_like(background), events, scale)
             writer.write_clip(f"{name}_background", split, background, [], scale)
+            writer.record_background(f"{name}_background", background_file, offset)

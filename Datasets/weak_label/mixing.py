@@ -62,16 +62,17 @@ def check_backgrounds(paths: list[str], clip_seconds: float, short_background: s
     return samples
 
 
-def background_excerpt(sample: Sample, clip_frames: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A clip-long excerpt at a random offset; a background shorter than the clip is repeated
-    (`check_backgrounds` has already said so)."""
+def background_excerpt(sample: Sample, clip_frames: int, sample_rate: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A clip-long excerpt at a random offset, and the offset in seconds; a background shorter
+    than the clip is repeated from its start (`check_backgrounds` has already said so)."""
     needed = int(np.ceil(clip_frames * sample.sample_rate / sample_rate))
     if sample.num_frames < needed:
         whole = audio.read(sample.path, sample_rate=sample_rate, mono=True).astype(np.float64)
-        return np.resize(whole, clip_frames)
+        return np.resize(whole, clip_frames), 0.0
     offset = int(rng.integers(0, sample.num_frames - needed + 1))
     excerpt = audio.read(sample.path, offset, needed, sample_rate=sample_rate, mono=True).astype(np.float64)
-    return librosa.util.fix_length(excerpt, size=clip_frames)
+    return librosa.util.fix_length(excerpt, size=clip_frames), offset / sample.sample_rate
 
 
 def fit_lengths(lengths: list[int], room: int, overlap: bool) -> list[int]:

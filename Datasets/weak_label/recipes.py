@@ -15,15 +15,16 @@ from dataclasses import asdict
 
 from Datasets.atomic import atomic_open
 from Datasets.weak_label import dcase2013, generic, synthetic, tut
-from Datasets.weak_label.folder import CLASSES_FILE, EVENTS_FILE, LABELS_FILE, MIXTURES_FOLDER, SOURCES_FOLDER
+from Datasets.weak_label.folder import (BACKGROUNDS_FILE, CLASSES_FILE, EVENTS_FILE, LABELS_FILE, MIXTURES_FOLDER,
+                                       SOURCES_FOLDER)
 from Datasets.weak_label.options import DemoOptions, Dcase2013Options, GenericOptions, TutOptions, make_options
 
-FORMAT_VERSION = 2  # bump when a recipe's output changes, so cached folders are made again
+FORMAT_VERSION = 3  # bump when a recipe's output changes, so cached folders are made again
 MANIFEST_FILE = "recipe.json"
 RECIPES = {"demo": (DemoOptions, synthetic.build), "generic": (GenericOptions, generic.build),
            "tut": (TutOptions, tut.build), "dcase2013": (Dcase2013Options, dcase2013.build)}
-_WRITTEN_NAMES = (MANIFEST_FILE, CLASSES_FILE, LABELS_FILE, EVENTS_FILE, MIXTURES_FOLDER, SOURCES_FOLDER,
-                  synthetic.RAW_FOLDER)
+_WRITTEN_NAMES = (MANIFEST_FILE, CLASSES_FILE, LABELS_FILE, EVENTS_FILE, BACKGROUNDS_FILE, MIXTURES_FOLDER,
+                  SOURCES_FOLDER, synthetic.RAW_FOLDER)
 
 
 def _manifest(recipe: str, data_root: str | None, seed: int, options: dict) -> dict:

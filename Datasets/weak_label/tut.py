@@ -163,7 +163,8 @@ def build(folder: str, data_root: str, seed: int, options: TutOptions) -> None:
         for number, event in enumerate(events):
             rng = np.random.default_rng([seed, split_number, number])
             background_sample = headers[background_order[number % len(background_order)]]
-            background = background_excerpt(background_sample, clip_frames, options.sample_rate, rng)
+            background, offset = background_excerpt(background_sample, clip_frames, options.sample_rate, rng)
+            background_file = os.path.relpath(background_sample.path, source_data)
             signal = read_event(event.path, options.sample_rate, event.start, event.end)
             signal = crop(signal, clip_frames, options.sample_rate)
             onset = int(rng.integers(0, clip_frames - len(signal) + 1))
@@ -175,7 +176,9 @@ def build(folder: str, data_root: str, seed: int, options: TutOptions) -> None:
             scale = clip_scale(background, [placed], always=True)
             name = f"{split}_{number:05d}"
             writer.write_clip(name, split, background, [placed], scale, background_is_labelled=options.solo_clips)
+            writer.record_background(name, background_file, offset)
             if options.solo_clips:
                 writer.write_clip(f"{name}_event", split, np.zeros(clip_frames), [placed], scale)
                 writer.write_clip(f"{name}_{BACKGROUND}", split, background, [], scale, background_is_labelled=True)
+                writer.record_background(f"{name}_{BACKGROUND}", background_file, offset)
     writer.finish()
