@@ -207,8 +207,13 @@ class TrainingLoop(ABC):
     def restore(self, path: str) -> None:
         with open(path, "rb") as handle:
             state = pickle.load(handle)
-        self.load_model_state(state)
-        self.progress = Progress(**state["progress"])
+        try:
+            self.load_model_state(state)
+            self.progress = Progress(**state["progress"])
+        except (KeyError, TypeError) as error:  # a state laid out by another version of this code
+            raise ValueError(f"Cannot resume from {path}: its training state does not match this version of the "
+                             f"code ({type(error).__name__}: {error}). Start a new run; its best checkpoint can "
+                             "still be evaluated if its model loads.") from error
 
     def has_best(self, stage: str) -> bool:
         return stage in self._best_states or os.path.exists(self.checkpoint_path(self.best_name(stage)))

@@ -148,6 +148,14 @@ def test_resume_with_an_incompatible_config(tiny_config, tmp_path):
         ex.run(config_updates=dict(tiny_config, base_filters=8, resume=run.info["checkpoint_dir"]))
     with pytest.raises(FileNotFoundError, match="not a run's checkpoint folder"):
         ex.run(config_updates=dict(tiny_config, resume=str(tmp_path)))
+    last = os.path.join(run.info["checkpoint_dir"], "last.pkl")
+    state = _last_state(run.info["checkpoint_dir"])
+    del state["noise_state"]  # as a state written before the field was added
+    with open(last, "wb") as handle:
+        pickle.dump(state, handle)
+    with pytest.raises(ValueError, match=r"Cannot resume from .*last\.pkl: its training state does not match .*"
+                                         r"noise_state.*Start a new run"):
+        ex.run(config_updates=dict(tiny_config, phases=["supervised"], max_epochs=2, resume=run.info["checkpoint_dir"]))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
