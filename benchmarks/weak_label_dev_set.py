@@ -20,6 +20,8 @@ medians of the model, the mixture and the ideal binary mask, missed events, seco
 and the same report on the validation split. The table gives means and spreads (standard
 deviation) over the seeds of each split, and with several splits over all runs; the event SDR
 of each run is the median over its scored events, and the count of events behind it is shown.
+A second table gives the test figures per class over all runs (AUC beside the floor's, event SDR,
+missed events).
 
 Results go to `<output>/results.json` after every run (atomically); a rerun skips the runs found
 there, so an interrupted benchmark continues.
@@ -27,6 +29,7 @@ there, so an interrupted benchmark continues.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from statistics import mean, pstdev
@@ -41,15 +44,23 @@ DEV_SET = {"weak_label_recipe": "generic",
                               "clips_per_split": {"train": 240, "valid": 60, "test": 60}}}
 
 
+def _event_figures(summary: dict) -> dict:
+    return {"event_sdr": summary.get("separated_median_SDR", float("nan")),
+            "scored_events": summary.get("separated_count_SDR", 0), "missed": summary["missed"],
+            "events": summary["events"]}
+
+
 def report(tagging: dict, floor: dict, events: dict) -> dict:
-    """The figures of one split's report."""
+    """The figures of one split's report, over all classes and per class."""
     overall = events["all"]
+    per_class = {name: {"auc": tagging["per_class"].get(name, {}).get("auc", float("nan")),
+                        "floor_auc": floor["per_class"].get(name, {}).get("auc", float("nan")),
+                        **_event_figures(summary)}
+                 for name, summary in events.items() if name != "all"}
     return {"weighted_auc": tagging.get("weighted_auc", float("nan")),
-            "floor_weighted_auc": floor.get("weighted_auc", float("nan")),
-            "event_sdr": overall.get("separated_median_SDR", float("nan")),
-            "scored_events": overall.get("separated_count_SDR", 0),
+            "floor_weighted_auc": floor.get("weighted_auc", float("nan")), **_event_figures(overall),
             "mixture_sdr": overall["mixture_median_SDR"], "ideal_binary_mask_sdr": overall["oracle_ibm_median_SDR"],
-            "missed": overall["missed"], "events": overall["events"]}
+            "per_class": per_class}
 
 
 def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
@@ -76,6 +87,14 @@ def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
 
 def _spread(values: list[float], digits: int = 3) -> str:
     return f"{mean(values):.{digits}f} ± {pstdev(values):.{digits}f}"
+
+
+def _defined_spread(values: list[float]) -> str:
+    """The spread of the defined values (a class absent from a split has no AUC), and how many."""
+    defined = [value for value in values if math.isfinite(value)]
+    if len(defined) == len(values):
+        return _spread(values)
+    return f"{_spread(defined)} ({len(defined)} runs)" if defined else "undefined"
 
 
 def run_key(classifier: str, split: int, seed: int) -> str:
@@ -113,6 +132,26 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def class_table(results: dict, split: str = "test") -> str:
+    """Markdown, one row per classifier and class over all runs of `split`: where the model wins
+    or loses against the floor, and which classes it separates. A run whose events of a class were
+    all missed has no event SDR for it: the SDR column counts the runs behind its mean."""
+    by_class: dict[tuple[str, str], list[dict]] = {}
+    for key, scores in results.items():
+        for name, figures in scores[split].get("per_class", {}).items():
+            by_class.setdefault((key.split(" split=")[0], name), []).append(figures)
+    lines = [f"| classifier | class ({split}) | runs | AUC | linear floor | event SDR (dB) | runs with an SDR "
+             "| missed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (classifier, name), runs in sorted(by_class.items()):
+        scored = [run["event_sdr"] for run in runs if run["scored_events"]]
+        lines.append(" | ".join([
+            f"| {classifier}", name, str(len(runs)), _defined_spread([run["auc"] for run in runs]),
+            _defined_spread([run["floor_auc"] for run in runs]), _spread(scored, 2) if scored else "none",
+            f"{len(scored)} of {len(runs)}",
+            f"{sum(run['missed'] for run in runs)} of {sum(run['events'] for run in runs)} |"]))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="the development set (debian_sounds --output)")
@@ -143,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                     arguments.named, arguments.output))
                 chosen[key] = saved.runs[key]
     print(table(chosen))
+    print()
+    print(class_table(chosen))
     return chosen
 
 

@@ -254,8 +254,13 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
         assert 0 <= figures[split]["weighted_auc"] <= 1 and 0.5 < figures[split]["floor_weighted_auc"] <= 1
         assert figures[split]["ideal_binary_mask_sdr"] > figures[split]["mixture_sdr"]
     assert figures["train_clips"] == 48 and figures["epoch_seconds"] > 0
+    classes = figures["test"]["per_class"]
+    assert sorted(classes) == ["call", "hiss", "thump"] and all(0 <= entry["auc"] <= 1 for entry in classes.values())
+    for key in ("events", "missed"):  # the classes' events are the report's
+        assert sum(entry[key] for entry in classes.values()) == figures["test"][key]
     table = capsys.readouterr().out
     assert "| gwrp | 0 | test | 1 |" in table and "(48) |" in table and "| all |" not in table
+    assert all(f"| gwrp | {name} | 1 | " in table for name in classes)
     checkpoint = figures["checkpoint"]
     os.remove(checkpoint)  # a rerun takes the saved results instead of training again
     assert weak_label_dev_set.main(arguments)["gwrp split=0 seed=3"] == figures
