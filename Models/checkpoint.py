@@ -122,7 +122,11 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, 
     if state.get("method") != "weak_label":
         raise CheckpointError(f"'{checkpoint}' is not a weak-label checkpoint; use it with the adversarial "
                               "method's commands, or pass a run folder written with method=weak_label.")
-    model = build_weak_label_model(**state["model_spec"])
+    spec = dict(state["model_spec"])
+    if "pcen_options" in spec:  # checkpoints from before the relative_db front end named PCEN's options
+        spec.pop("pcen_options")
+        spec["front_end"] = state["front_end"]
+    model = build_weak_label_model(**spec)
     try:
         model.set_weights(state["weights"])
     except ValueError as error:

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from Models.weak_label.mask_model import background_mask, build_mask_model
 from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
+from Models.weak_label.relative_db import RelativeDecibels
 from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, LinearSoftmaxPooling, build_classifier
 from Models.weak_label.model import build_weak_label_model
 
@@ -87,6 +88,17 @@ def gwrp_reference(masks, decay):
     values = np.sort(masks.reshape(masks.shape[0], -1, masks.shape[-1]).astype(np.float64), axis=1)[:, ::-1]
     weights = decay ** np.arange(values.shape[1], dtype=np.float64)
     return np.einsum("bnc,n->bc", values, weights) / weights.sum()
+
+
+@pytest.mark.parametrize("frames", [7, 8])
+def test_relative_decibels_subtract_each_bands_median_and_ignore_level_and_colour(frames):
+    energies = mel_power(frames, seed=3)
+    decibels = 10 * np.log10(energies.astype(np.float64) + 1e-10)
+    median = np.sort(decibels, axis=1)[:, frames // 2][:, None, :]  # the upper middle for an even count
+    np.testing.assert_allclose(RelativeDecibels()(energies).numpy(), (decibels - median) / 20, atol=1e-5)
+    audible = energies + 1e-3  # well above the -100 dB floor
+    coloured = audible * np.logspace(-3, 2, MELS, dtype=np.float32)  # another level in every band
+    np.testing.assert_allclose(RelativeDecibels()(coloured).numpy(), RelativeDecibels()(audible).numpy(), atol=1e-4)
 
 
 def test_gwrp_is_average_pooling_at_one_max_pooling_at_zero_and_rank_weighting_between():
@@ -194,11 +206,12 @@ def test_one_fit_epoch_reduces_the_clip_bce():
     assert batch_bce() < 0.8 * before
 
 
-@pytest.mark.parametrize("kind", sorted(CLASSIFIERS))
-def test_weak_label_model_with_pcen_survives_saving(kind, tmp_path):
+@pytest.mark.parametrize("kind, front_end", [*((kind, "trainable_pcen") for kind in sorted(CLASSIFIERS)),
+                                             ("gwrp", "relative_db")])
+def test_weak_label_model_with_a_front_end_layer_survives_saving(kind, front_end, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_weak_label_model(MELS, CLASSES, dict(TINY_MASKS, last_activation="softmax"), kind,
-                                   CLASSIFIER_OPTIONS[kind], pcen_options=dict(trainable=True, per_band=True))
+                                   CLASSIFIER_OPTIONS[kind], front_end=front_end)
     # Weights away from their initial values, so that loading must restore them.
     model.set_weights([weight + 0.1 for weight in model.get_weights()])
     path = str(tmp_path / "weak_label.keras")

@@ -285,6 +285,25 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
         assert not np.allclose(dilated, undilated)
 
 
+def test_checkpoints_that_named_pcen_options_still_load(weak_label_run, tmp_path):
+    from Models.checkpoint import load_event_separator
+
+    run, _ = weak_label_run
+    with open(os.path.join(run.info["checkpoint_dir"], "best.pkl"), "rb") as handle:
+        state = pickle.load(handle)
+    old = dict(state, model_spec={**{key: value for key, value in state["model_spec"].items() if key != "front_end"},
+                                  "pcen_options": None})  # as written before the relative_db front end
+    path = tmp_path / "old.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump(old, handle)
+    clip = load_clips(run.info["data_folder"]).split("test")[0]
+    mixture, _ = soundfile.read(clip.mixture_path, dtype="float32")
+    masks, probabilities, _ = load_event_separator(str(path)).masks_and_probabilities(mixture)
+    expected = load_event_separator(os.path.join(run.info["checkpoint_dir"], "best.pkl")).masks_and_probabilities(mixture)
+    np.testing.assert_array_equal(probabilities, expected[1])
+    np.testing.assert_array_equal(masks, expected[0])
+
+
 def test_bad_weak_label_configs_fail_before_training(tmp_path):
     from Training import ex
 

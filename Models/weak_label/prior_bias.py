@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from Models.weak_label.model import FRONT_END_LAYER_NAME
+
 POOLING_CLASSIFIERS = ("gwrp", "linear_softmax", "max", "average")
 READOUT_LAYER = "channelwise_dense"  # the per-class dense read-out of the learned classifiers (pooling.py)
 PRIOR_RANGE = (0.01, 0.99)  # a prior of 0 or 1 has no finite bias
@@ -52,7 +54,8 @@ def start_at_priors(model: keras.Model, classifier_kind: str, features: np.ndarr
     mask_model = model.get_layer("mask_model")
     classifier = model.layers[-1]
     saved = [variable.numpy() for variable in model.variables]
-    mask_input = model.get_layer("pcen")(features) if "pcen" in [layer.name for layer in model.layers] else features
+    names = [layer.name for layer in model.layers]
+    mask_input = model.get_layer(FRONT_END_LAYER_NAME)(features) if FRONT_END_LAYER_NAME in names else features
     if classifier_kind in POOLING_CLASSIFIERS:
         layer = _pre_activation_layer(mask_model)
         logits = keras.Model(mask_model.input, layer.output)(mask_input, training=True)

@@ -36,7 +36,7 @@ SILENCE_ENERGY = 1e-10  # mean squared amplitude below which a signal counts as 
 
 
 def mel_power(front_end: str) -> float:
-    """Log-mel features are of mel magnitudes; PCEN normalises mel energies."""
+    """Log-mel features are of mel magnitudes; the front ends inside the model take mel energies."""
     return 1.0 if front_end == "logmel" else 2.0
 
 
@@ -48,7 +48,7 @@ class EventSeparator:
     classes: list[str]
     settings: MelSettings
     standardisation: Standardisation
-    front_end: str  # "logmel", or "pcen" / "trainable_pcen": the model takes mel energies and normalises them
+    front_end: str  # "logmel", or "pcen" / "trainable_pcen" / "relative_db": the model normalises mel energies
     thresholds: np.ndarray  # per class: the clip probability from which it counts as present
     mask_exponent: float = 1.0  # masks are raised to this power before separating: > 1 sharpens them
     mask_dilation: tuple[int, int] = (1, 1)  # (frames, mel bands) of the max filter on masks; (1, 1): none

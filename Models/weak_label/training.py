@@ -20,7 +20,7 @@ from Models.config_checks import (require_choices, require_non_negative_numbers,
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
-from Models.weak_label.model import Standardisation
+from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import is_event_result, mel_power, score_clips
 from Models.weak_label.prior_bias import start_at_priors
@@ -42,7 +42,7 @@ def check_config(config: dict) -> None:
     require_positive_integers(config, ("batch_size", "max_epochs", "patience", "summary_every", "num_workers",
                                        "num_mels", "lr_decay_epochs"))
     require_choices(config, {"weak_label_recipe": (*RECIPES, "folder"),
-                             "front_end": ("logmel", "pcen", "trainable_pcen"), "mask_setting": ("thesis", "kong"),
+                             "front_end": tuple(FRONT_END_LAYERS), "mask_setting": ("thesis", "kong"),
                              "mask_activation": ("sigmoid", "softmax"), "classifier": CLASSIFIERS,
                              "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero"),
                              "sparsity_masks": ("absent", "all")})
@@ -74,14 +74,13 @@ def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
         classifier_options.setdefault("decay", config["gwrp_decay"])
     if config["classifier"] == "dense":
         classifier_options.setdefault("num_frames", num_frames)
-    pcen_options = {"logmel": None, "pcen": {"trainable": False}, "trainable_pcen": {"trainable": True}}
     return {"num_mels": config["num_mels"], "num_classes": num_classes,
             "mask_options": {"setting": config["mask_setting"], "last_activation": config["mask_activation"],
                              "channels": config["mask_channels"], "kernel_size": config["mask_kernel_size"],
                              "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"],
                              "synchronized_batch_norm": config["synchronized_batch_norm"]},
             "classifier_kind": config["classifier"], "classifier_options": classifier_options,
-            "pcen_options": pcen_options[config["front_end"]]}
+            "front_end": config["front_end"]}
 
 
 def prepare_data(config: dict) -> str:
@@ -108,7 +107,7 @@ class ClipFeatures:
 
 def load_features(config: dict, log) -> ClipFeatures:
     """The clips the config names (made by their recipe if need be) and their standardised
-    log-mel features, or mel energies for a PCEN front end, cut or padded to one length."""
+    log-mel features, or mel energies for a front end inside the model, cut or padded to one length."""
     clips = load_clips(prepare_data(config))
     splits = {name: clips.split(name) for name in ("train", "valid", "test")}
     empty = [name for name, members in splits.items() if not members]
@@ -130,7 +129,7 @@ def load_features(config: dict, log) -> ClipFeatures:
                   for name, values in log_mels.items()}
         standardisation = Standardisation.fit(inputs["train"], config["standardise_per_band"])
         inputs = {name: standardisation(values) for name, values in inputs.items()}
-    else:  # PCEN normalises the mel energies inside the model
+    else:  # the model's front-end layer normalises the mel energies
         inputs = {name: fit_frames(clip_mels(values, settings, mel_cache, config["num_workers"],
                                              mel_power(config["front_end"])), num_frames, 0.0)
                   for name, values in paths.items()}

@@ -1,0 +1,33 @@
+"""The `relative_db` front end: mel energies in decibels above each band's median over the clip.
+
+    R(E)_t,f = (10 log10(E_t,f + 1e-10) - median_t' 10 log10(E_t',f + 1e-10)) / 20
+
+on non-negative energies E (batch, frames, bands). A clip's steady background sits near 0 in
+every band and what stands out of it is positive, whatever the recording's level and spectral
+balance: an event at 0 dB event-to-background ratio rises well above its band's median, while
+the background's own level and colour (another piece of music, another room) cancel. PCEN
+normalises against a smoother that follows the signal within a second, so a sustained event
+(a crash cymbal) fades into its own reference; the median stays the background's as long as an
+event covers less than half of the clip. The division by 20 keeps the values near unit scale.
+For an even number of frames the median is the upper of the two middle values.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+ENERGY_FLOOR = 1e-10  # -100 dB: silent bins stay finite
+
+
+@keras.saving.register_keras_serializable(package="weak_label")
+class RelativeDecibels(keras.layers.Layer):
+    """(batch, frames, bands) mel energies -> dB above each band's median over the frames, / 20."""
+
+    def call(self, energies):
+        decibels = 10.0 * tf.math.log(energies + ENERGY_FLOOR) / tf.math.log(tf.constant(10.0, energies.dtype))
+        ordered = tf.sort(decibels, axis=1)
+        median = ordered[:, tf.shape(ordered)[1] // 2][:, None, :]
+        return (decibels - median) / 20.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
