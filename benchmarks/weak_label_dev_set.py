@@ -101,13 +101,18 @@ def run_key(classifier: str, split: int, seed: int) -> str:
     return f"{classifier} split={split} seed={seed}"
 
 
+def classifier_and_split(key: str) -> tuple[str, str]:
+    """The classifier and recipe split of a `run_key`."""
+    classifier, split = key.rsplit(" seed=", 1)[0].split(" split=")
+    return classifier, split
+
+
 def table(results: dict) -> str:
     """Markdown, one row per classifier, recipe split (or all of them) and evaluated split:
     means ± spreads over the runs."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for key, scores in results.items():
-        classifier, split = key.rsplit(" seed=", 1)[0].split(" split=")
-        groups.setdefault((classifier, split), []).append(scores)
+        groups.setdefault(classifier_and_split(key), []).append(scores)
     for classifier in dict.fromkeys(classifier for classifier, _ in groups):
         splits = [runs for (name, _), runs in groups.items() if name == classifier]
         if len(splits) > 1:
@@ -139,7 +144,7 @@ def class_table(results: dict, split: str = "test") -> str:
     by_class: dict[tuple[str, str], list[dict]] = {}
     for key, scores in results.items():
         for name, figures in scores[split].get("per_class", {}).items():
-            by_class.setdefault((key.split(" split=")[0], name), []).append(figures)
+            by_class.setdefault((classifier_and_split(key)[0], name), []).append(figures)
     lines = [f"| classifier | class ({split}) | runs | AUC | linear floor | event SDR (dB) | runs with an SDR "
              "| missed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (classifier, name), runs in sorted(by_class.items()):

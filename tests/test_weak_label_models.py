@@ -222,6 +222,17 @@ def test_weak_label_model_with_a_front_end_layer_survives_saving(kind, front_end
         np.testing.assert_allclose(loaded(energies)[name].numpy(), output.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_per_band_trainable_pcen_survives_saving(tmp_path):
+    energies = keras.Input((None, MELS))
+    model = keras.Model(energies, PCEN(trainable=True, per_band=True, num_smoothers=2)(energies))
+    model.set_weights([weight + 0.1 * np.arange(weight.size).reshape(weight.shape) for weight in model.get_weights()])
+    path = str(tmp_path / "pcen.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(mel_power(FRAMES, seed=8)).numpy(), model(mel_power(FRAMES, seed=8)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_fixed_frame_classifier_leaves_the_mask_model_open_for_any_length():
     model = build_weak_label_model(MELS, CLASSES, TINY_MASKS, "dense", {"num_frames": FRAMES})
     outputs = model(np.zeros((2, FRAMES, MELS), np.float32))
