@@ -183,8 +183,9 @@ def test_packages_are_downloaded_and_unpacked_into_the_cache_once(packages_dir, 
                         str(mirror / f"{package}_1.0_all.deb")], check=True, capture_output=True)
     _fake_apt_get(tmp_path, monkeypatch, f'echo "$2" >> "{mirror}/calls"\ncp "{mirror}/$2"_*.deb .\n')
     cache = tmp_path / "cache"
-    main(["--cache-dir", str(cache), "--output", str(tmp_path / "first"), "--min-files", "3"])
-    main(["--cache-dir", str(cache), "--output", str(tmp_path / "second"), "--min-files", "3"])
+    monkeypatch.chdir(tmp_path)  # a relative --cache-dir, as in the README
+    main(["--cache-dir", "cache", "--output", "first", "--min-files", "3"])
+    main(["--cache-dir", "cache", "--output", "second", "--min-files", "3"])
     assert (mirror / "calls").read_text().split() == debian_sounds.packages()  # the second run found them
     assert sorted(os.listdir(cache / "debian" / "root")) == debian_sounds.packages()
     assert _relative_files(tmp_path / "first") == _relative_files(tmp_path / "second")

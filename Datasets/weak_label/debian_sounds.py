@@ -180,6 +180,7 @@ def _unpack(package: str, deb: str, root: str) -> None:
 
 def fetch(names: list[str], cache_dir: str) -> dict[str, str]:
     """Each package's unpacked root in `cache_dir`/debian/root, downloading and unpacking what is missing."""
+    cache_dir = os.path.abspath(cache_dir)  # the commands run in folders of their own
     roots = {}
     for package in names:
         deb = _download(package, os.path.join(cache_dir, "debian", "debs"))
