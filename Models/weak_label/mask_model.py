@@ -21,13 +21,6 @@ A convolution sees a few frames; whether a kick drum in them is the clip's event
 of a piece of music with a bass drum shows over the whole clip (how far the loudest moment
 rises above the rest), which is what a linear classifier on pooled statistics reads.
 
-`energy_gate=True` multiplies every sigmoid mask by sigmoid(slope * (x - level)) of the mask
-model's input x at the same bin (`EnergyGate`; level and slope are learnt, from 0 and 10): a
-mask can only be high where the input stands out, which is where an event at 0 dB
-event-to-background ratio has its energy. Weak labels alone do not say where a mask must be:
-a mask that lights quiet bins anywhere in a clip with a kick drum detects it as well, and
-separates nothing.
-
 Background: with `last_activation="sigmoid"` each class mask is independent and the
 background is what they leave over, `background_mask(masks)` = 1 - clip(sum, 0, 1). With
 "softmax" the last convolution has C + 1 maps, softmax runs over classes plus background,
@@ -79,24 +72,6 @@ class ClipContext(keras.layers.Layer):
         return (*input_shape[:-1], 4 * input_shape[-1])
 
 
-@keras.saving.register_keras_serializable(package="weak_label")
-class EnergyGate(keras.layers.Layer):
-    """[masks (batch, frames, bands, classes), features (batch, frames, bands)] -> the masks times
-    sigmoid(slope * (features - level)), the same gate for every class."""
-
-    def build(self, input_shape):
-        self.level = self.add_weight(shape=(), initializer="zeros", name="level")
-        self.slope = self.add_weight(shape=(), initializer=keras.initializers.Constant(10.0), name="slope")
-
-    def call(self, inputs):
-        masks, features = inputs
-        gate = keras.ops.sigmoid(self.slope * (keras.ops.cast(features, masks.dtype) - self.level))
-        return masks * gate[..., None]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-
 def background_mask(masks):
     """1 - clip(sum over classes, 0, 1) of sigmoid masks (..., classes): (...)."""
     return 1.0 - keras.ops.clip(keras.ops.sum(masks, axis=-1), 0.0, 1.0)
@@ -119,8 +94,7 @@ def _conv_block(features, filters: int, kernel_size: int, dropout: float, activa
 def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", last_activation: str = "sigmoid",
                      channels: int | None = None, kernel_size: int | None = None, dropout: float | None = None,
                      num_blocks: int | None = None, synchronized_batch_norm: bool = False,
-                     clip_context: bool = False, energy_gate: bool = False,
-                     name: str = "mask_model") -> keras.Model:
+                     clip_context: bool = False, name: str = "mask_model") -> keras.Model:
     """(batch, None, num_mels) features -> (batch, None, num_mels, num_classes) masks."""
     if setting not in SETTINGS:
         raise ValueError(f"build_mask_model: unknown setting {setting!r}; choose one of {sorted(SETTINGS)}.")
@@ -132,9 +106,6 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
     if options["kernel_size"] % 2 != 1:
         raise ValueError(f"build_mask_model: kernel_size must be odd to keep the frames and mels, "
                          f"got {options['kernel_size']}.")
-    if energy_gate and last_activation != "sigmoid":
-        raise ValueError("build_mask_model: energy_gate needs last_activation='sigmoid' (a gated softmax "
-                         "would no longer sum to one with the background).")
     if options["num_blocks"] < (2 if setting == "thesis" else 1):
         raise ValueError(f"build_mask_model: num_blocks={options['num_blocks']} is too few for the "
                          f"{setting!r} setting (thesis: at least 2, kong: at least 1).")
@@ -162,6 +133,4 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
                                activation=layers.ReLU(name=f"block_{block}b_relu"), **hidden)
         maps = output_activation(layers.Conv2D(mask_maps, 1, name="mask_conv")(maps))
     masks = ClassMasks(num_classes, name="class_masks")(maps) if last_activation == "softmax" else maps
-    if energy_gate:
-        masks = EnergyGate(dtype="float32", name="energy_gate")([masks, features])
     return keras.Model(features, masks, name=name)

@@ -23,7 +23,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from Models.weak_label.mask_model import EnergyGate
 from Models.weak_label.model import FRONT_END_LAYER_NAME
 
 POOLING_CLASSIFIERS = ("gwrp", "linear_softmax", "max", "average")
@@ -62,13 +61,10 @@ def start_at_priors(model: keras.Model, classifier_kind: str, features: np.ndarr
         logits = keras.Model(mask_model.input, layer.output)(mask_input, training=True)
         num_classes = len(priors)
         softmax = logits.shape[-1] > num_classes  # the background channel stays as it is
-        gate = next((layer for layer in mask_model.layers if isinstance(layer, EnergyGate)), None)
 
         def probabilities(shift: np.ndarray) -> np.ndarray:
             shifted = logits + tf.constant(np.append(shift, [0.0] * softmax), logits.dtype)
             masks = tf.nn.softmax(shifted)[..., :num_classes] if softmax else tf.sigmoid(shifted)
-            if gate is not None:
-                masks = gate([masks, mask_input])
             return classifier(masks).numpy().mean(axis=0)
     else:
         layer = classifier.get_layer(READOUT_LAYER)
