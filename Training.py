@@ -93,8 +93,7 @@ def config():
     num_mels = 64  # mel bands of the features and masks
     mel_fmin = 0.0  # Hz
     mel_fmax = 8000.0  # Hz; None for half the sample rate
-    front_end = "logmel"  # "logmel" (standardised), "pcen", "trainable_pcen", "relative_db" (dB above band medians),
-    #                    "clip_relative_db" (dB above the clip's median)
+    front_end = "logmel"  # "logmel" (standardised), "pcen", "trainable_pcen", "relative_db" (dB above band medians)
     standardise_per_band = True  # log-mel mean and deviation per band (True) or over all bands
     mask_setting = "thesis"  # "thesis" (3 blocks of 5x5 convs) or "kong" (4 double 3x3 blocks)
     mask_channels = None  # override the setting's feature maps per conv layer

@@ -6,7 +6,7 @@ features (batch, frames, mels) -> {"masks": (batch, frames, mels, classes),
 The features are standardised log-mel frames (`front_end="logmel"`), or mel energies that a
 front-end layer inside the model normalises: PCEN (`"pcen"`, `"trainable_pcen"`,
 Models/weak_label/pcen.py) or decibels above each band's median over the clip (`"relative_db"`,
-Models/weak_label/relative_db.py) or above the median of the whole clip (`"clip_relative_db"`). The mask model
+Models/weak_label/relative_db.py). The mask model
 (Models/weak_label/mask_model.py) is the sub-model "mask_model": call it directly to separate clips of
 any length, including with classifiers that fix the number of frames ("dense").
 Training needs only a binary cross-entropy on "probabilities", e.g.
@@ -29,8 +29,7 @@ from Models.weak_label.pooling import build_classifier
 # The layer each front end puts before the mask model; log-mel features come standardised.
 FRONT_END_LAYERS = {"logmel": None, "pcen": lambda **kwargs: PCEN(trainable=False, **kwargs),
                     "trainable_pcen": lambda **kwargs: PCEN(trainable=True, **kwargs),
-                    "relative_db": RelativeDecibels,
-                    "clip_relative_db": lambda **kwargs: RelativeDecibels(per_band=False, **kwargs)}
+                    "relative_db": RelativeDecibels}
 FRONT_END_LAYER_NAME = "front_end"
 
 

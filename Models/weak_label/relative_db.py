@@ -10,12 +10,6 @@ normalises against a smoother that follows the signal within a second, so a sust
 (a crash cymbal) fades into its own reference; the median stays the background's as long as an
 event covers less than half of the clip. The division by 20 keeps the values near unit scale.
 For an even number of frames the median is the upper of the two middle values.
-
-`clip_relative_db` (`per_band=False`) subtracts one median over all frames and bands instead:
-the level cancels but the spectrum's shape stays. A kick drum at 0 dB event-to-background
-ratio rises in the lowest bands above the rest of the clip's spectrum far more than the bass
-drum of a piece of music does, while above its own band's median it rises little more: that
-band's median is the music's bass, which beats too.
 """
 from __future__ import annotations
 
@@ -27,25 +21,13 @@ ENERGY_FLOOR = 1e-10  # -100 dB: silent bins stay finite
 
 @keras.saving.register_keras_serializable(package="weak_label")
 class RelativeDecibels(keras.layers.Layer):
-    """(batch, frames, bands) mel energies -> dB above each band's median over the frames
-    (`per_band`), or above the median over all frames and bands, / 20."""
-
-    def __init__(self, per_band: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.per_band = per_band
+    """(batch, frames, bands) mel energies -> dB above each band's median over the frames, / 20."""
 
     def call(self, energies):
         decibels = 10.0 * tf.math.log(energies + ENERGY_FLOOR) / tf.math.log(tf.constant(10.0, energies.dtype))
-        if self.per_band:
-            ordered = tf.sort(decibels, axis=1)
-            median = ordered[:, tf.shape(ordered)[1] // 2][:, None, :]
-        else:
-            ordered = tf.sort(tf.reshape(decibels, [tf.shape(decibels)[0], -1]), axis=1)
-            median = ordered[:, tf.shape(ordered)[1] // 2][:, None, None]
+        ordered = tf.sort(decibels, axis=1)
+        median = ordered[:, tf.shape(ordered)[1] // 2][:, None, :]
         return (decibels - median) / 20.0
-
-    def get_config(self):
-        return {**super().get_config(), "per_band": self.per_band}
 
     def compute_output_shape(self, input_shape):
         return input_shape
