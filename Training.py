@@ -100,7 +100,6 @@ def config():
     mask_kernel_size = None  # override the setting's kernel size
     mask_dropout = None  # override the setting's dropout rate
     mask_blocks = None  # override the setting's number of blocks
-    mask_clip_context = False  # the mask model also sees each band's max, mean and deviation over the clip
     mask_activation = "sigmoid"  # "sigmoid" per class, or "softmax" over the classes plus background
     synchronized_batch_norm = True  # batch statistics over all replicas' clips, as on one device
     classifier = "gwrp"  # mask -> clip probability: gwrp, max, average, dense, depthwise_cnn or gru

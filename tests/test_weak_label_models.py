@@ -5,7 +5,7 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from Models.weak_label.mask_model import ClipContext, background_mask, build_mask_model
+from Models.weak_label.mask_model import background_mask, build_mask_model
 from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
 from Models.weak_label.relative_db import RelativeDecibels
 from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, LinearSoftmaxPooling, build_classifier
@@ -174,31 +174,6 @@ def test_mask_model_settings_and_parameter_counts():
         build_mask_model(MELS, CLASSES, kernel_size=4)
 
 
-def test_clip_context_adds_each_bands_statistics_over_the_clip_to_every_frame():
-    maps = np.random.default_rng(4).normal(size=(2, FRAMES, MELS, 1)).astype(np.float32)
-    context = ClipContext()(maps).numpy()
-    assert context.shape == (2, FRAMES, MELS, 4)
-    np.testing.assert_allclose(context[..., 0], maps[..., 0])
-    for channel, statistic in enumerate((np.max, np.mean, np.std), start=1):
-        expected = np.broadcast_to(statistic(maps[..., 0], axis=1, keepdims=True), (2, FRAMES, MELS))
-        np.testing.assert_allclose(context[..., channel], expected, rtol=1e-5, atol=1e-6)
-
-
-def test_with_clip_context_a_mask_depends_on_frames_beyond_its_receptive_field():
-    features = np.random.default_rng(9).normal(size=(1, 64, MELS)).astype(np.float32)
-    changed = features.copy()
-    changed[:, -8:] += 3.0  # 56 frames away; two 3x3 blocks see 2 frames either side
-    for clip_context, moves in ((False, False), (True, True)):
-        keras.utils.set_random_seed(0)
-        model = build_mask_model(MELS, CLASSES, "thesis", kernel_size=3, clip_context=clip_context, **TINY_MASKS)
-        first_frames = [model(clip, training=False).numpy()[:, :8] for clip in (features, changed)]
-        assert (np.abs(first_frames[0] - first_frames[1]).max() > 1e-4) == moves
-    def conv_bn(inputs):
-        return 3 * 3 * inputs * 4 + 4 * 4
-    assert model.count_params() == build_mask_model(MELS, CLASSES, "thesis", kernel_size=3, **TINY_MASKS
-                                                    ).count_params() + conv_bn(4) - conv_bn(1)
-
-
 @pytest.mark.parametrize("setting", ["thesis", "kong"])
 def test_masks_keep_any_clip_length_and_softmax_leaves_the_background(setting):
     sigmoid = build_mask_model(MELS, CLASSES, setting, **TINY_MASKS)
@@ -231,12 +206,12 @@ def test_one_fit_epoch_reduces_the_clip_bce():
     assert batch_bce() < 0.8 * before
 
 
-@pytest.mark.parametrize("kind, front_end, clip_context", [
-    *((kind, "trainable_pcen", False) for kind in sorted(CLASSIFIERS)), ("gwrp", "relative_db", True)])
-def test_weak_label_model_with_a_front_end_layer_survives_saving(kind, front_end, clip_context, tmp_path):
+@pytest.mark.parametrize("kind, front_end", [*((kind, "trainable_pcen") for kind in sorted(CLASSIFIERS)),
+                                             ("gwrp", "relative_db")])
+def test_weak_label_model_with_a_front_end_layer_survives_saving(kind, front_end, tmp_path):
     keras.utils.set_random_seed(0)
-    model = build_weak_label_model(MELS, CLASSES, dict(TINY_MASKS, last_activation="softmax", clip_context=clip_context),
-                                   kind, CLASSIFIER_OPTIONS[kind], front_end=front_end)
+    model = build_weak_label_model(MELS, CLASSES, dict(TINY_MASKS, last_activation="softmax"), kind,
+                                   CLASSIFIER_OPTIONS[kind], front_end=front_end)
     # Weights away from their initial values, so that loading must restore them.
     model.set_weights([weight + 0.1 for weight in model.get_weights()])
     path = str(tmp_path / "weak_label.keras")

@@ -15,12 +15,6 @@ Two named settings:
 The overrides replace the setting's hidden feature maps, kernel size, hidden dropout rate and
 number of blocks (thesis: all blocks including the last; kong: double blocks before the 1x1).
 
-`clip_context=True` gives the first convolution, beside the features, each band's maximum,
-mean and standard deviation over the clip's frames as three more input maps (`ClipContext`).
-A convolution sees a few frames; whether a kick drum in them is the clip's event or one beat
-of a piece of music with a bass drum shows over the whole clip (how far the loudest moment
-rises above the rest), which is what a linear classifier on pooled statistics reads.
-
 Background: with `last_activation="sigmoid"` each class mask is independent and the
 background is what they leave over, `background_mask(masks)` = 1 - clip(sum, 0, 1). With
 "softmax" the last convolution has C + 1 maps, softmax runs over classes plus background,
@@ -57,21 +51,6 @@ class ClassMasks(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-@keras.saving.register_keras_serializable(package="weak_label")
-class ClipContext(keras.layers.Layer):
-    """(batch, frames, bands, 1) -> (batch, frames, bands, 4): the maps, then each band's maximum,
-    mean and standard deviation over the frames, the same in every frame."""
-
-    def call(self, maps):
-        statistics = [keras.ops.max(maps, axis=1, keepdims=True), keras.ops.mean(maps, axis=1, keepdims=True),
-                      keras.ops.std(maps, axis=1, keepdims=True)]
-        frames = keras.ops.ones_like(maps)
-        return keras.ops.concatenate([maps, *(frames * statistic for statistic in statistics)], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 4 * input_shape[-1])
-
-
 def background_mask(masks):
     """1 - clip(sum over classes, 0, 1) of sigmoid masks (..., classes): (...)."""
     return 1.0 - keras.ops.clip(keras.ops.sum(masks, axis=-1), 0.0, 1.0)
@@ -94,7 +73,7 @@ def _conv_block(features, filters: int, kernel_size: int, dropout: float, activa
 def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", last_activation: str = "sigmoid",
                      channels: int | None = None, kernel_size: int | None = None, dropout: float | None = None,
                      num_blocks: int | None = None, synchronized_batch_norm: bool = False,
-                     clip_context: bool = False, name: str = "mask_model") -> keras.Model:
+                     name: str = "mask_model") -> keras.Model:
     """(batch, None, num_mels) features -> (batch, None, num_mels, num_classes) masks."""
     if setting not in SETTINGS:
         raise ValueError(f"build_mask_model: unknown setting {setting!r}; choose one of {sorted(SETTINGS)}.")
@@ -116,8 +95,6 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
                          if last_activation == "sigmoid" else layers.Softmax(axis=-1, dtype="float32", name="softmax"))
     features = keras.Input((None, num_mels), name="features")
     maps = layers.Reshape((-1, num_mels, 1), name="add_channel")(features)
-    if clip_context:
-        maps = ClipContext(name="clip_context")(maps)
     hidden = dict(filters=options["channels"], kernel_size=options["kernel_size"], synchronized=synchronized_batch_norm)
     if setting == "thesis":
         for block in range(options["num_blocks"] - 1):

@@ -32,7 +32,7 @@ MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember tha
 # Keys that shape the networks, their features or their data: a run resumes only with the same values.
 RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
                "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks", "mask_activation",
-               "mask_clip_context", "synchronized_batch_norm", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
+               "synchronized_batch_norm", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
                "data_root", "recipe_options")
 
 
@@ -45,7 +45,7 @@ def check_config(config: dict) -> None:
                              "front_end": tuple(FRONT_END_LAYERS), "mask_setting": ("thesis", "kong"),
                              "mask_activation": ("sigmoid", "softmax"), "classifier": CLASSIFIERS,
                              "selection_metric": SELECTION_METRICS, "output_bias": ("prior", "zero"),
-                             "sparsity_masks": ("absent", "all"), "mask_clip_context": (False, True)})
+                             "sparsity_masks": ("absent", "all")})
     check_augmentation_keys(config)
     require_odd_window(config, "mask_dilation", "frames, mel bands")
     if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
@@ -78,8 +78,7 @@ def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
             "mask_options": {"setting": config["mask_setting"], "last_activation": config["mask_activation"],
                              "channels": config["mask_channels"], "kernel_size": config["mask_kernel_size"],
                              "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"],
-                             "synchronized_batch_norm": config["synchronized_batch_norm"],
-                             "clip_context": config["mask_clip_context"]},
+                             "synchronized_batch_norm": config["synchronized_batch_norm"]},
             "classifier_kind": config["classifier"], "classifier_options": classifier_options,
             "front_end": config["front_end"]}
 
