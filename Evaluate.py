@@ -74,6 +74,10 @@ def check_config(config: dict, command: str) -> None:
         postfilter_for(config, command)
     if config["mask_dilation"] is not None:
         require_odd_window(config, "mask_dilation", "frames, mel bands")
+    if config["background_gate_db"] is not None:
+        from Models.weak_label.separation import check_background_gate
+
+        check_background_gate(config["background_gate_db"])
 
 
 def postfilter_for(config: dict, command: str):
@@ -96,6 +100,7 @@ def config():
     protocol = "bss_eval_v3"  # "bss_eval_v3" (the paper: whole songs) or "museval_v4" (1 s windows, medians)
     mask_exponent = None  # weak-label checkpoints: replaces the mask exponent they were trained with
     mask_dilation = None  # weak-label checkpoints: replaces their mask dilation, [frames, mel bands]
+    background_gate_db = None  # weak-label checkpoints: replaces their background gate (0: none)
     window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
     postfilter = None  # "none" (the paper's raw magnitudes), "softmask" or "wiener"; None: none when scoring
     #                    (the paper's protocol), softmask for `separate` (the best on the demo's validation songs)
@@ -113,7 +118,8 @@ def config():
 
 
 @ex.command(unobserved=True)
-def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, mask_dilation, _log):
+def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, mask_dilation,
+             background_gate_db, _log):
     """Writes one WAV per source for every input file, at the input's rate and channel count,
     streaming in blocks so that memory stays flat however long the input. A file that cannot
     be read is named and skipped; the command then exits with status 1 once the others are done.
@@ -123,7 +129,7 @@ def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, 
     from Models.separation import Separator
     from Models.streaming import SeparationFailed
 
-    trained = load_trained(checkpoint, mask_exponent, mask_dilation)
+    trained = load_trained(checkpoint, mask_exponent, mask_dilation, background_gate_db)
     if isinstance(trained, Separator):
         trained = replace(trained, postfilter=postfilter_for(_config, "separate"))
     try:
@@ -196,6 +202,7 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
     floor = clips_floor_tagging(training, clips, separator.settings, separator.classes)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
               "mask_exponent": separator.mask_exponent, "mask_dilation": list(separator.mask_dilation),
+              "background_gate_db": separator.background_gate_db,
               "thresholds": separator.thresholds.tolist(), "clips": events,
               "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}
     _publish(report, json_path, pickle_path, _run)
@@ -214,13 +221,13 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
 
 
 @ex.automain
-def main(_config, checkpoint, partition, protocol, mask_exponent, mask_dilation, window_frames, output_dir, overwrite,
-         _run, _log):
+def main(_config, checkpoint, partition, protocol, mask_exponent, mask_dilation, background_gate_db, window_frames,
+         output_dir, overwrite, _run, _log):
     from Datasets import load_dataset_for
     from Models.checkpoint import load_trained
     from Models.separation import Separator
 
-    separator = load_trained(checkpoint, mask_exponent, mask_dilation)
+    separator = load_trained(checkpoint, mask_exponent, mask_dilation, background_gate_db)
     if not isinstance(separator, Separator):
         return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
     separator = replace(separator, postfilter=postfilter_for(_config, "main"))

@@ -93,7 +93,8 @@ def config():
     num_mels = 64  # mel bands of the features and masks
     mel_fmin = 0.0  # Hz
     mel_fmax = 8000.0  # Hz; None for half the sample rate
-    front_end = "logmel"  # "logmel" (standardised), "pcen", "trainable_pcen", "relative_db" (dB above band medians)
+    front_end = "logmel"  # "logmel" (standardised), "pcen", "trainable_pcen", "relative_db" (dB above band medians),
+    #                       "pcen_relative_db" (both, as two input maps of the mask model)
     standardise_per_band = True  # log-mel mean and deviation per band (True) or over all bands
     mask_setting = "thesis"  # "thesis" (3 blocks of 5x5 convs) or "kong" (4 double 3x3 blocks)
     mask_channels = None  # override the setting's feature maps per conv layer
@@ -121,6 +122,8 @@ def config():
     mask_exponent = 1.0  # separation uses mask ** mask_exponent (> 1 sharpens soft masks: less interference)
     mask_dilation = [1, 1]  # separation first takes each mask value's maximum over a window of [frames, mel
     #                         bands] around it (odd sizes; [1, 1]: none): rank-pooled masks light few bins
+    background_gate_db = 0.0  # separation keeps ((dB above each band's median over the clip) / this)^2,
+    #                           clipped to [0, 1], of every mask value: the background's bins drop out; 0: no gate
 
     # ---- devices and speed (both methods)
     distribution = "none"  # "none", "mirrored" (local GPUs or `devices`) or "multi_worker": Models/distribution.py

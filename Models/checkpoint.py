@@ -77,12 +77,13 @@ def _format_1_description(checkpoint: str) -> dict:
     return separator_description(spec, settings, config)
 
 
-def load_trained(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None):
+def load_trained(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None,
+                 background_gate_db: float | None = None):
     """What the checkpoint `path` holds, read once: the separation engine of a separator
     (`load_separator`), or the event separator of a weak-label model (`load_event_separator`)."""
     checkpoint, state = read_checkpoint(path)
     if state.get("method") == "weak_label":
-        return _event_separator(checkpoint, state, mask_exponent, mask_dilation)
+        return _event_separator(checkpoint, state, mask_exponent, mask_dilation, background_gate_db)
     return _separator(checkpoint, state)
 
 
@@ -91,10 +92,11 @@ def load_separator(path: str) -> Separator:
     return _separator(*read_checkpoint(path))
 
 
-def load_event_separator(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None):
+def load_event_separator(path: str, mask_exponent: float | None = None, mask_dilation: list[int] | None = None,
+                         background_gate_db: float | None = None):
     """The weak-label model a checkpoint holds, ready to separate (Models/weak_label/separation.py);
-    `mask_exponent` and `mask_dilation` replace the ones it was trained with."""
-    return _event_separator(*read_checkpoint(path), mask_exponent, mask_dilation)
+    `mask_exponent`, `mask_dilation` and `background_gate_db` replace the ones it was trained with."""
+    return _event_separator(*read_checkpoint(path), mask_exponent, mask_dilation, background_gate_db)
 
 
 def _separator(checkpoint: str, state: dict) -> Separator:
@@ -112,7 +114,8 @@ def _separator(checkpoint: str, state: dict) -> Separator:
                      checkpoint, description["config"])
 
 
-def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, mask_dilation: list[int] | None):
+def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, mask_dilation: list[int] | None,
+                     background_gate_db: float | None):
     import numpy as np
 
     from Datasets.features import MelSettings
@@ -140,7 +143,10 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, 
                           Standardisation(np.asarray(statistics["mean"]), np.asarray(statistics["std"])),
                           state["front_end"], thresholds, mask_exponent or state["mask_exponent"],
                           # checkpoints from before mask dilation separate as they did
-                          tuple(mask_dilation or state.get("mask_dilation", (1, 1))), checkpoint, state["data_folder"])
+                          tuple(mask_dilation or state.get("mask_dilation", (1, 1))),
+                          # checkpoints from before the background gate separate without it
+                          state.get("background_gate_db", 0.0) if background_gate_db is None else background_gate_db,
+                          checkpoint, state["data_folder"])
 
 
 def save_config(config: dict, checkpoint_dir: str) -> None:

@@ -1,7 +1,7 @@
 """The `separate` console command (installed by `pip install .`):
 
     separate CHECKPOINT INPUT... -o OUT [--postfilter wiener] [--overwrite] [--device cpu|gpu]
-             [--mask-dilation FRAMES BANDS] [--mask-exponent POWER]
+             [--mask-dilation FRAMES BANDS] [--mask-exponent POWER] [--background-gate-db DB]
 
 CHECKPOINT is a run folder or checkpoint file of either method; INPUT files and folders
 (searched for wav, flac, ogg and mp3). Every file becomes `OUT/<file stem>/<source>.wav`.
@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_argument("--mask-exponent", type=float, metavar="POWER",
                            help="weak-label checkpoints: the power the masks are raised to, instead of the "
                                 "checkpoint's (above 1 sharpens them)")
+    arguments.add_argument("--background-gate-db", type=float, metavar="DB",
+                           help="weak-label checkpoints: masks count in full from this many dB above each band's "
+                                "median over the input, not below it (0: no gate), instead of the checkpoint's")
     arguments.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
     arguments.add_argument("--skip-existing", action="store_true",
                            help="separate only the inputs whose outputs are missing from OUT")
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"got {' '.join(map(str, arguments.mask_dilation))}")
     if arguments.mask_exponent is not None and not arguments.mask_exponent > 0:
         command.error(f"--mask-exponent must be positive, got {arguments.mask_exponent}")
+    if arguments.background_gate_db is not None and not 0 <= arguments.background_gate_db < float("inf"):
+        command.error(f"--background-gate-db must be a non-negative number of dB (0: no gate), "
+                      f"got {arguments.background_gate_db}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     use_device(arguments.device)
     from dataclasses import replace
@@ -86,12 +92,14 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         postfilter = PostFilter(arguments.postfilter, arguments.softmask_power, arguments.wiener_iterations)
-        trained = load_trained(arguments.checkpoint, arguments.mask_exponent, arguments.mask_dilation)
+        trained = load_trained(arguments.checkpoint, arguments.mask_exponent, arguments.mask_dilation,
+                               arguments.background_gate_db)
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"separate: {error}") from None
     if isinstance(trained, Separator):
-        if arguments.mask_dilation or arguments.mask_exponent is not None:
-            raise SystemExit(f"separate: --mask-dilation and --mask-exponent apply to weak-label checkpoints; "
+        if arguments.mask_dilation or arguments.mask_exponent is not None or arguments.background_gate_db is not None:
+            raise SystemExit(f"separate: --mask-dilation, --mask-exponent and --background-gate-db apply to "
+                             f"weak-label checkpoints; "
                              f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
         trained = replace(trained, postfilter=postfilter)
     start = time.perf_counter()

@@ -25,10 +25,18 @@ missed events).
 
 Results go to `<output>/results.json` after every run (atomically); a rerun skips the runs found
 there, so an interrupted benchmark continues.
+
+`--rescore FOLDER` trains nothing: it scores the best models recorded in FOLDER/results.json
+again, on their test and validation splits, separating with the settings of `--with` (only
+mask_exponent, mask_dilation and background_gate_db), and tabulates them as above:
+
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --rescore .cache/weak_label_dev_set \
+        --with background_gate_db=0 --output .cache/weak_label_dev_set_no_gate
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -63,26 +71,45 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
             "per_class": per_class}
 
 
-def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
-    """One training run; its best model's test and validation figures and its epoch time."""
+def split_report(separator, split: str) -> dict:
+    """`report` of a loaded event separator on one split of the clips it was trained on, beside
+    the linear floor trained on their training split."""
     from Datasets.weak_label import load_clips
-    from Models.checkpoint import load_event_separator
     from Models.weak_label.linear_floor import clips_floor_tagging
     from Models.weak_label.separation import score_clips
+
+    clips = load_clips(separator.data_folder, separator.classes)
+    chosen = clips.split(split)
+    _, tagging, events = score_clips(separator, chosen)
+    return report(tagging, clips_floor_tagging(clips.split("train"), chosen, separator.settings, separator.classes),
+                  events)
+
+
+def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
+    """One training run; its best model's test and validation figures and its epoch time."""
+    from Models.checkpoint import load_event_separator
     from Training import ex
 
     config = {**updates, "model_base_dir": os.path.join(folder, "checkpoints"),
               "log_dir": os.path.join(folder, "logs"), "run_dir": os.path.join(folder, "runs")}
     run = ex.run(named_configs=named, config_updates=config)
     results = run.info["results"]
-    separator = load_event_separator(results["checkpoint"])
-    clips = load_clips(separator.data_folder, separator.classes)
-    training, valid = clips.split("train"), clips.split("valid")
-    _, tagging, events = score_clips(separator, valid)
     return {"test": report(results["test_tagging"], results["test_linear_floor"], results["test_events"]),
-            "valid": report(tagging, clips_floor_tagging(training, valid, separator.settings, separator.classes),
-                            events), "epoch_seconds": results["epoch_seconds"],
-            "train_clips": results["train_clips"], "checkpoint": results["checkpoint"]}
+            "valid": split_report(load_event_separator(results["checkpoint"]), "valid"),
+            "epoch_seconds": results["epoch_seconds"], "train_clips": results["train_clips"],
+            "checkpoint": results["checkpoint"]}
+
+
+SEPARATION_KEYS = ("mask_exponent", "mask_dilation", "background_gate_db")
+
+
+def rescore(run: dict, separation: dict) -> dict:
+    """A recorded run with its test and validation figures scored again, its best model
+    separating with `separation` (keys of SEPARATION_KEYS)."""
+    from Models.checkpoint import load_event_separator
+
+    separator = load_event_separator(run["checkpoint"], **separation)
+    return {**run, "test": split_report(separator, "test"), "valid": split_report(separator, "valid")}
 
 
 def _spread(values: list[float], digits: int = 3) -> str:
@@ -168,7 +195,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--with", dest="updates", action="append", default=[], metavar="KEY=VALUE",
                         help="a Training.py config key for every run (JSON value); repeatable")
     parser.add_argument("--output", default=os.path.join(".cache", "weak_label_dev_set"))
+    parser.add_argument("--rescore", metavar="FOLDER",
+                        help="train nothing: score the runs of FOLDER/results.json again with the separation "
+                             f"settings of --with ({', '.join(SEPARATION_KEYS)})")
     arguments = parser.parse_args(argv)
+    if arguments.rescore:
+        return rescore_folder(arguments, parser)
     if not os.path.isdir(os.path.join(arguments.data_root, "events")):
         parser.error(f"--data-root {arguments.data_root} has no events/ folder: build the development set first "
                      "(python -m Datasets.weak_label.debian_sounds --cache-dir CACHE --output DATA).")
@@ -190,6 +222,28 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(class_table(chosen))
     return chosen
+
+
+def rescore_folder(arguments, parser: argparse.ArgumentParser) -> dict:
+    source = os.path.join(arguments.rescore, "results.json")
+    if not os.path.isfile(source):
+        parser.error(f"--rescore {arguments.rescore}: there is no results.json there to score again.")
+    separation = config_updates(arguments.updates, parser)
+    unknown = sorted(set(separation) - set(SEPARATION_KEYS))
+    if unknown:
+        parser.error(f"--rescore takes only the separation settings {', '.join(SEPARATION_KEYS)} in --with, "
+                     f"not {', '.join(unknown)}: train anew for those.")
+    with open(source) as handle:
+        recorded = json.load(handle)
+    saved = ResultsFile(arguments.output, {"rescored": os.path.abspath(source), "of": recorded["settings"],
+                                           "separation": separation}, parser)
+    for key, run in recorded["runs"].items():
+        if key not in saved.runs:
+            saved.save(key, rescore(run, separation))
+    print(table(saved.runs))
+    print()
+    print(class_table(saved.runs))
+    return saved.runs
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_mask_options_are_checked_and_refused_for_a_separator(checkpoint, tmp_pa
     from Models import cli
 
     for option, message in ((["--mask-dilation", "4", "3"], "--mask-dilation needs positive odd sizes"),
-                            (["--mask-exponent", "0"], "--mask-exponent must be positive")):
+                            (["--mask-exponent", "0"], "--mask-exponent must be positive"),
+                            (["--background-gate-db", "-3"], "--background-gate-db must be a non-negative number")):
         with pytest.raises(SystemExit) as exited:
             cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), *option])
         assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -262,6 +262,19 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
     assert "| gwrp | 0 | test | 1 |" in table and "(48) |" in table and "| all |" not in table
     assert all(f"| gwrp | {name} | 1 | " in table for name in classes)
     checkpoint = figures["checkpoint"]
+
+    # the recorded models scored again with a background gate: the same tags, other separations
+    rescore = ["--data-root", str(real_like_root), "--rescore", str(tmp_path / "bench"), "--output",
+               str(tmp_path / "gated")]
+    gated = weak_label_dev_set.main(rescore + ["--with", "background_gate_db=20"])["gwrp split=0 seed=3"]
+    assert gated["test"]["weighted_auc"] == figures["test"]["weighted_auc"]
+    assert gated["test"]["event_sdr"] != figures["test"]["event_sdr"]
+    assert gated["checkpoint"] == checkpoint and gated["epoch_seconds"] == figures["epoch_seconds"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        weak_label_dev_set.main(rescore + ["--with", "learning_rate=0.1"])
+    assert "--rescore takes only the separation settings" in capsys.readouterr().err
+
     os.remove(checkpoint)  # a rerun takes the saved results instead of training again
     assert weak_label_dev_set.main(arguments)["gwrp split=0 seed=3"] == figures
     capsys.readouterr()

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from Models.weak_label.mask_model import background_mask, build_mask_model
 from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
-from Models.weak_label.relative_db import RelativeDecibels
+from Models.weak_label.relative_db import PcenAndRelativeDecibels, RelativeDecibels
 from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, LinearSoftmaxPooling, build_classifier
 from Models.weak_label.model import build_weak_label_model
 
@@ -99,6 +99,20 @@ def test_relative_decibels_subtract_each_bands_median_and_ignore_level_and_colou
     audible = energies + 1e-3  # well above the -100 dB floor
     coloured = audible * np.logspace(-3, 2, MELS, dtype=np.float32)  # another level in every band
     np.testing.assert_allclose(RelativeDecibels()(coloured).numpy(), RelativeDecibels()(audible).numpy(), atol=1e-4)
+
+
+def test_pcen_and_relative_decibels_are_two_input_maps_of_the_mask_model():
+    energies = mel_power(FRAMES, seed=4)
+    maps = PcenAndRelativeDecibels()(energies).numpy()
+    assert maps.shape == (*energies.shape, 2)
+    np.testing.assert_allclose(maps[..., 0], PCEN()(energies).numpy(), atol=1e-6)
+    np.testing.assert_allclose(maps[..., 1], RelativeDecibels()(energies).numpy(), atol=1e-6)
+    model = build_weak_label_model(MELS, CLASSES, TINY_MASKS, "gwrp", CLASSIFIER_OPTIONS["gwrp"],
+                                   front_end="pcen_relative_db")
+    first_convolution = model.get_layer("mask_model").get_layer("block_0_conv")
+    assert first_convolution.kernel.shape[2] == 2  # each filter sees both maps
+    outputs = model(energies)
+    assert outputs["masks"].shape == (*energies.shape, CLASSES) and outputs["probabilities"].shape == (2, CLASSES)
 
 
 def test_gwrp_is_average_pooling_at_one_max_pooling_at_zero_and_rank_weighting_between():
@@ -207,7 +221,7 @@ def test_one_fit_epoch_reduces_the_clip_bce():
 
 
 @pytest.mark.parametrize("kind, front_end", [*((kind, "trainable_pcen") for kind in sorted(CLASSIFIERS)),
-                                             ("gwrp", "relative_db")])
+                                             ("gwrp", "relative_db"), ("gwrp", "pcen_relative_db")])
 def test_weak_label_model_with_a_front_end_layer_survives_saving(kind, front_end, tmp_path):
     keras.utils.set_random_seed(0)
     model = build_weak_label_model(MELS, CLASSES, dict(TINY_MASKS, last_activation="softmax"), kind,

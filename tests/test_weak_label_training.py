@@ -135,6 +135,34 @@ def test_events_are_separated_by_the_predicted_class_and_scored_beside_the_basel
     np.testing.assert_allclose(dilated, separator.apply_mask(wide, spectrogram, 8000), atol=1e-6)
 
 
+def test_the_background_gate_keeps_what_stands_above_each_bands_median():
+    from Models.weak_label.separation import background_gate
+
+    energies = np.ones((5, 2))
+    energies[3, 0], energies[4, 0] = 10.0, 1000.0  # 10 and 30 dB above the band's median
+    energies[:, 1] = [1.0, 2.0, 4.0, 8.0, 400.0]  # median 4: below it, at it, 3 dB and 20 dB above it
+    expected = np.array([[0, 0], [0, 0], [0, 0], [0.25, (10 * np.log10(2) / 20) ** 2], [1, 1]])
+    np.testing.assert_allclose(background_gate(energies, 20.0), expected, atol=1e-6)
+
+    # separating with the gate: a steady noise drops out, a burst 30 dB above it stays
+    rng = np.random.default_rng(0)
+    noise = 0.01 * rng.standard_normal(16000).astype(np.float32)
+    burst = np.zeros_like(noise)
+    burst[7000:9000] = 0.3 * rng.standard_normal(2000)
+    frames = SETTINGS.num_frames(len(noise))
+    separator = EventSeparator(FixedPrediction(np.ones((frames, SETTINGS.n_mels, 1), np.float32), np.array([1.0])),
+                               ["burst"], SETTINGS, Standardisation(np.zeros(16, np.float32), np.ones(16, np.float32)),
+                               "pcen", np.array([0.5]), background_gate_db=20.0)
+    ones = np.ones((frames, SETTINGS.n_mels), np.float32)
+    separated = separator.apply_mask(ones, SETTINGS.spectrogram(noise + burst), len(noise))
+    quiet = np.r_[0:5000, 11000:16000]
+    assert np.sqrt(np.mean(separated[quiet] ** 2)) < 0.1 * np.sqrt(np.mean(noise[quiet] ** 2))
+    assert np.corrcoef(separated[7000:9000], burst[7000:9000])[0, 1] > 0.99
+    separator.background_gate_db = 0.0  # no gate: a mask of ones gives the mixture back
+    np.testing.assert_allclose(separator.apply_mask(ones, SETTINGS.spectrogram(noise + burst), len(noise)),
+                               noise + burst, atol=1e-4)
+
+
 def test_mask_dilation_takes_the_window_maximum_and_stops_at_the_clip_edges():
     from Models.weak_label.separation import dilate
 
@@ -248,9 +276,16 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
         assert json.load(handle)["mask_dilation"] == [9, 3]
     with pytest.raises(ValueError, match="`mask_dilation` must be"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "mask_dilation": [2, 2]})
+    gated = evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "gated"),
+                                           "run_dir": None, "background_gate_db": 20.0})
+    assert gated.result["event_separated_median_SIR"] > evaluated.result["event_separated_median_SIR"]
+    with open(tmp_path / "gated" / "best_test.json") as handle:
+        assert json.load(handle)["background_gate_db"] == 20.0
+    with pytest.raises(ValueError, match="`background_gate_db` must be a non-negative number of dB"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "background_gate_db": -1})
     with open(tmp_path / "report" / "best_test.json") as handle:
         report = json.load(handle)
-    assert report["mask_dilation"] == [1, 1]  # the config the checkpoint was trained with
+    assert report["mask_dilation"] == [1, 1] and report["background_gate_db"] == 0.0  # as the checkpoint was trained
     assert set(report["summary"]["events"]) == {"all", "beeps", "chirp", "clicks", "harmonic", "noise_burst"}
     with pytest.raises(FileExistsError, match="overwrite=True"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "report"),
@@ -323,6 +358,9 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
     for dilation in ([4, 3], [3], [3, 0], "3x3", [3.0, 1]):
         with pytest.raises(ValueError, match=r"`mask_dilation` must be \[frames, mel bands\]: positive odd"):
             ex.run(config_updates={**base, "mask_dilation": dilation})
+    for gate in (-1.0, float("inf"), True, "20"):
+        with pytest.raises(ValueError, match="`background_gate_db` must be a non-negative number of dB"):
+            ex.run(config_updates={**base, "background_gate_db": gate})
 
 
 def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint(weak_label_run, tmp_path,

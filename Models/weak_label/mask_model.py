@@ -73,8 +73,9 @@ def _conv_block(features, filters: int, kernel_size: int, dropout: float, activa
 def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", last_activation: str = "sigmoid",
                      channels: int | None = None, kernel_size: int | None = None, dropout: float | None = None,
                      num_blocks: int | None = None, synchronized_batch_norm: bool = False,
-                     name: str = "mask_model") -> keras.Model:
-    """(batch, None, num_mels) features -> (batch, None, num_mels, num_classes) masks."""
+                     input_maps: int = 1, name: str = "mask_model") -> keras.Model:
+    """(batch, None, num_mels) features, or (batch, None, num_mels, input_maps) where a front end
+    gives more than one map -> (batch, None, num_mels, num_classes) masks."""
     if setting not in SETTINGS:
         raise ValueError(f"build_mask_model: unknown setting {setting!r}; choose one of {sorted(SETTINGS)}.")
     if last_activation not in LAST_ACTIVATIONS:
@@ -93,8 +94,11 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
     # float32 masks even under a mixed-precision policy: the pooling and the losses need the range.
     output_activation = (layers.Activation("sigmoid", dtype="float32", name="sigmoid")
                          if last_activation == "sigmoid" else layers.Softmax(axis=-1, dtype="float32", name="softmax"))
-    features = keras.Input((None, num_mels), name="features")
-    maps = layers.Reshape((-1, num_mels, 1), name="add_channel")(features)
+    if input_maps == 1:
+        features = keras.Input((None, num_mels), name="features")
+        maps = layers.Reshape((-1, num_mels, 1), name="add_channel")(features)
+    else:
+        features = maps = keras.Input((None, num_mels, input_maps), name="features")
     hidden = dict(filters=options["channels"], kernel_size=options["kernel_size"], synchronized=synchronized_batch_norm)
     if setting == "thesis":
         for block in range(options["num_blocks"] - 1):

@@ -5,8 +5,8 @@ features (batch, frames, mels) -> {"masks": (batch, frames, mels, classes),
 
 The features are standardised log-mel frames (`front_end="logmel"`), or mel energies that a
 front-end layer inside the model normalises: PCEN (`"pcen"`, `"trainable_pcen"`,
-Models/weak_label/pcen.py) or decibels above each band's median over the clip (`"relative_db"`,
-Models/weak_label/relative_db.py). The mask model
+Models/weak_label/pcen.py), decibels above each band's median over the clip (`"relative_db"`,
+Models/weak_label/relative_db.py), or both as two input maps (`"pcen_relative_db"`). The mask model
 (Models/weak_label/mask_model.py) is the sub-model "mask_model": call it directly to separate clips of
 any length, including with classifiers that fix the number of frames ("dense").
 Training needs only a binary cross-entropy on "probabilities", e.g.
@@ -22,14 +22,16 @@ import tensorflow as tf
 
 from Models.weak_label.mask_model import build_mask_model
 from Models.weak_label.pcen import PCEN
-from Models.weak_label.relative_db import RelativeDecibels
+from Models.weak_label.relative_db import PcenAndRelativeDecibels, RelativeDecibels
 from Models.weak_label.pooling import build_classifier
 
 
 # The layer each front end puts before the mask model; log-mel features come standardised.
 FRONT_END_LAYERS = {"logmel": None, "pcen": lambda **kwargs: PCEN(trainable=False, **kwargs),
                     "trainable_pcen": lambda **kwargs: PCEN(trainable=True, **kwargs),
-                    "relative_db": RelativeDecibels}
+                    "relative_db": RelativeDecibels, "pcen_relative_db": PcenAndRelativeDecibels}
+# Input maps a front end gives the mask model where it is more than one.
+FRONT_END_MAPS = {"pcen_relative_db": 2}
 FRONT_END_LAYER_NAME = "front_end"
 
 
@@ -41,7 +43,8 @@ def build_weak_label_model(num_mels: int, num_classes: int, mask_options: dict, 
     layer = FRONT_END_LAYERS[front_end]
     # in float32 under any policy: mel energies and PCEN's eps = 1e-6 need the range
     mask_input = features if layer is None else layer(dtype="float32", name=FRONT_END_LAYER_NAME)(features)
-    masks = build_mask_model(num_mels, num_classes, **mask_options)(mask_input)
+    masks = build_mask_model(num_mels, num_classes, input_maps=FRONT_END_MAPS.get(front_end, 1),
+                             **mask_options)(mask_input)
     probabilities = build_classifier(classifier_kind, num_classes, num_mels, **classifier_options)(masks)
     return keras.Model(features, {"masks": masks, "probabilities": probabilities}, name=name)
 

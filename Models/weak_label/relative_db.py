@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from Models.weak_label.pcen import PCEN
+
 ENERGY_FLOOR = 1e-10  # -100 dB: silent bins stay finite
 
 
@@ -31,3 +33,26 @@ class RelativeDecibels(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="weak_label")
+class PcenAndRelativeDecibels(keras.layers.Layer):
+    """(batch, frames, bands) mel energies -> (batch, frames, bands, 2): PCEN and `RelativeDecibels`
+    as two input maps of the mask model (`front_end="pcen_relative_db"`). PCEN follows the
+    signal's recent level, so onsets stand out and the voices are told well, but a sustained
+    event fades into its own reference; the clip's band medians keep a crash and where an event
+    rises above the background, which is what separates. The convolutions see both."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.pcen = PCEN(trainable=False, dtype="float32", name="pcen")
+        self.relative_db = RelativeDecibels(dtype="float32", name="relative_db")
+
+    def build(self, input_shape):
+        self.pcen.build(input_shape)
+
+    def call(self, energies):
+        return keras.ops.stack([self.pcen(energies), self.relative_db(energies)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, 2)

@@ -22,7 +22,7 @@ from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
 from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
-from Models.weak_label.separation import is_event_result, mel_power, score_clips
+from Models.weak_label.separation import check_background_gate, is_event_result, mel_power, score_clips
 from Models.weak_label.prior_bias import start_at_priors
 from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
 from Models.weak_label.tagging import undefined_auc_classes
@@ -51,6 +51,7 @@ def check_config(config: dict) -> None:
     if isinstance(config["mask_exponent"], bool) or not isinstance(config["mask_exponent"], (int, float)) \
             or not config["mask_exponent"] > 0:
         raise ValueError(f"Config key `mask_exponent` must be a positive number, got {config['mask_exponent']!r}.")
+    check_background_gate(config["background_gate_db"])
     for key in ("sparsity_weight", "gwrp_decay"):
         if not 0 <= config[key] <= 1:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
@@ -205,7 +206,8 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     description = {"data_folder": os.path.abspath(clips.folder), "mel_settings": asdict(settings),
                    "standardisation": {"mean": data.standardisation.mean, "std": data.standardisation.std},
                    "front_end": config["front_end"], "detection_threshold": config["detection_threshold"],
-                   "mask_exponent": config["mask_exponent"], "mask_dilation": list(config["mask_dilation"])}
+                   "mask_exponent": config["mask_exponent"], "mask_dilation": list(config["mask_dilation"]),
+                   "background_gate_db": float(config["background_gate_db"])}
 
     epoch_ends = [time.perf_counter()]
 
