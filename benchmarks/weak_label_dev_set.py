@@ -4,7 +4,7 @@ Run from the repository root, after building the set of real recordings (Debian 
 README "Weak labels on real recordings"):
 
     python -m Datasets.weak_label.debian_sounds --cache-dir .cache/debian_sounds --output .cache/weak_dev
-    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev          # about 25 min on 2 cores
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev          # about 35 min on 2 cores
     python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp --seeds 1 \\
         --with front_end='"pcen"'                                                # one variant, one seed
     python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp --splits 0 1 2
