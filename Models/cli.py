@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 
-from Models.config_checks import is_odd_window
+from Models.config_checks import is_finite_non_negative, is_odd_window
 from Models.postfilter import DEFAULT_POSTFILTER, POSTFILTERS  # numpy only
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"got {' '.join(map(str, arguments.mask_dilation))}")
     if arguments.mask_exponent is not None and not arguments.mask_exponent > 0:
         command.error(f"--mask-exponent must be positive, got {arguments.mask_exponent}")
-    if arguments.background_gate_db is not None and not 0 <= arguments.background_gate_db < float("inf"):
+    if arguments.background_gate_db is not None and not is_finite_non_negative(arguments.background_gate_db):
         command.error(f"--background-gate-db must be a non-negative number of dB (0: no gate), "
                       f"got {arguments.background_gate_db}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,6 +1,7 @@
 """Small checks of Training.py config values, shared by the methods' `check_config`."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -22,6 +23,11 @@ def require_choices(config: dict, choices: dict[str, Iterable]) -> None:
     for key, allowed in choices.items():
         if config[key] not in tuple(allowed):
             raise ValueError(f"Config key `{key}` must be one of {tuple(allowed)}, got {config[key]!r}.")
+
+
+def is_finite_non_negative(value) -> bool:
+    """Whether `value` is a number (not a bool) in [0, infinity)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
 
 
 def is_odd_window(value, axes: int) -> bool:

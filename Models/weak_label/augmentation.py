@@ -15,12 +15,12 @@ uninterrupted one did.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from Datasets.features import LOG_MEL_FLOOR
+from Models.config_checks import is_finite_non_negative
 from Models.weak_label.model import Standardisation
 
 
@@ -82,7 +82,7 @@ def check_augmentation_keys(config: dict) -> None:
     """Rejects augmentation settings that cannot work, naming the key."""
     for key in ("augment_gain_db", "augment_time_shift"):
         value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not is_finite_non_negative(value):
             raise ValueError(f"Config key `{key}` must be a non-negative number, got {value!r}.")
     value = config["augment_mix_probability"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

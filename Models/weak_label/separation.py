@@ -36,6 +36,7 @@ from scipy.ndimage import maximum_filter
 from Datasets import audio, features
 from Datasets.features import MelSettings
 from Models.bss import FAILED_SCORE_DB, evaluate_in_parallel
+from Models.config_checks import is_finite_non_negative
 from Models.weak_label.tagging import tagging_metrics
 from Models.weak_label.model import Standardisation, WeakLabelPredictor
 
@@ -113,7 +114,7 @@ def background_gate(mel_energies: np.ndarray, full_db: float) -> np.ndarray:
 
 def check_background_gate(value, name: str = "Config key `background_gate_db`") -> None:
     """A gate's full-strength level must be a finite number of dB, 0 or more (0: no gate)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+    if not is_finite_non_negative(value):
         raise ValueError(f"{name} must be a non-negative number of dB (0: no gate), got {value!r}.")
 
 
