@@ -55,7 +55,7 @@ DEV_SET = {"weak_label_recipe": "generic",
 def _event_figures(summary: dict) -> dict:
     return {"event_sdr": summary.get("separated_median_SDR", float("nan")),
             "scored_events": summary.get("separated_count_SDR", 0), "missed": summary["missed"],
-            "events": summary["events"]}
+            "events": summary["events"], "false_alarms": summary["false_alarms"]}
 
 
 def report(tagging: dict, floor: dict, events: dict) -> dict:
@@ -145,9 +145,9 @@ def table(results: dict) -> str:
         if len(splits) > 1:
             groups[(classifier, "all")] = [run for runs in splits for run in runs]
     lines = ["| classifier | recipe split | evaluated on | runs | weighted AUC | linear floor | AUC - floor "
-             "| event SDR (dB) | events scored | missed | mixture SDR | ideal binary mask SDR "
+             "| event SDR (dB) | events scored | missed | false alarms | mixture SDR | ideal binary mask SDR "
              "| s / epoch (train clips) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (classifier, recipe_split), runs in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] == "all")):
         for split in ("valid", "test"):
             figures = [run[split] for run in runs]
@@ -158,6 +158,7 @@ def table(results: dict) -> str:
                 _spread([f["event_sdr"] for f in figures], 2),
                 "/".join(str(f["scored_events"]) for f in figures),
                 "/".join(f"{f['missed']} of {f['events']}" for f in figures),
+                "/".join(str(f.get("false_alarms", "-")) for f in figures),
                 _spread([f["mixture_sdr"] for f in figures], 2),
                 _spread([f["ideal_binary_mask_sdr"] for f in figures], 2),
                 f"{mean(run['epoch_seconds'] for run in runs):.1f} ({runs[0]['train_clips']}) |"]))
@@ -173,14 +174,16 @@ def class_table(results: dict, split: str = "test") -> str:
         for name, figures in scores[split].get("per_class", {}).items():
             by_class.setdefault((classifier_and_split(key)[0], name), []).append(figures)
     lines = [f"| classifier | class ({split}) | runs | AUC | linear floor | event SDR (dB) | runs with an SDR "
-             "| missed |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| missed | false alarms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (classifier, name), runs in sorted(by_class.items()):
         scored = [run["event_sdr"] for run in runs if run["scored_events"]]
         lines.append(" | ".join([
             f"| {classifier}", name, str(len(runs)), _defined_spread([run["auc"] for run in runs]),
             _defined_spread([run["floor_auc"] for run in runs]), _spread(scored, 2) if scored else "none",
             f"{len(scored)} of {len(runs)}",
-            f"{sum(run['missed'] for run in runs)} of {sum(run['events'] for run in runs)} |"]))
+            f"{sum(run['missed'] for run in runs)} of {sum(run['events'] for run in runs)}",
+            # runs recorded before false alarms were counted have none to add
+            (f"{sum(run['false_alarms'] for run in runs)}" if all("false_alarms" in run for run in runs) else "-") + " |"]))
     return "\n".join(lines)
 
 

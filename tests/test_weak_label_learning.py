@@ -256,7 +256,7 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
     assert figures["train_clips"] == 48 and figures["epoch_seconds"] > 0
     classes = figures["test"]["per_class"]
     assert sorted(classes) == ["call", "hiss", "thump"] and all(0 <= entry["auc"] <= 1 for entry in classes.values())
-    for key in ("events", "missed"):  # the classes' events are the report's
+    for key in ("events", "missed", "false_alarms"):  # the classes' events are the report's
         assert sum(entry[key] for entry in classes.values()) == figures["test"][key]
     table = capsys.readouterr().out
     assert "| gwrp | 0 | test | 1 |" in table and "(48) |" in table and "| all |" not in table

@@ -113,6 +113,9 @@ def test_events_are_separated_by_the_predicted_class_and_scored_beside_the_basel
     assert low["separated"]["SIR"] > low["mixture"]["SIR"] + 15
     summary = summarise_events(results, classes)
     assert summary["all"]["events"] == 2 and summary["all"]["missed"] == 1
+    assert results[0]["false_alarms"] == ["absent"]
+    assert summary["absent"]["false_alarms"] == summary["all"]["false_alarms"] == 1
+    assert summary["low"]["false_alarms"] == summary["high"]["false_alarms"] == 0
     assert summary["low"]["separated_median_SDR"] == low["separated"]["SDR"]
     assert "separated_median_SDR" not in summary["high"] and summary["high"]["oracle_ibm_median_SDR"] > 15
 

@@ -130,8 +130,9 @@ def _audible(signal: np.ndarray) -> bool:
 
 
 def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None) -> tuple[list[dict], np.ndarray]:
-    """Per-clip results ({"clip", "labels", "probabilities", "events": {class: {estimator:
-    {SDR, SIR, SAR}} or {"missed": True, ...}}}) and the probabilities (clips, classes)."""
+    """Per-clip results ({"clip", "labels", "probabilities", "false_alarms": [classes detected but
+    absent], "events": {class: {estimator: {SDR, SIR, SAR}} or {"missed": True, ...}}}) and the
+    probabilities (clips, classes)."""
     rate = separator.settings.sample_rate
     results, jobs, slots, all_probabilities = [], [], [], []
     for clip in clips:
@@ -139,9 +140,11 @@ def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None)
         masks, probabilities, spectrogram = separator.masks_and_probabilities(mixture)
         all_probabilities.append(probabilities)
         present = [name for name, label in zip(separator.classes, clip.labels) if label > 0.5]
+        detected = [name for name, probability, threshold in zip(separator.classes, probabilities, separator.thresholds)
+                    if probability >= threshold]
         result = {"clip": clip.name, "labels": present,
                   "probabilities": {name: float(p) for name, p in zip(separator.classes, probabilities)},
-                  "events": {}}
+                  "false_alarms": [name for name in detected if name not in present], "events": {}}
         for name in present:
             if name not in clip.source_paths:
                 continue  # no reference to score against (a user's data set without sources/)
@@ -155,10 +158,9 @@ def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None)
             index = separator.classes.index(name)
             estimates = {"mixture": mixture, "oracle_ibm": ideal_binary_mask_estimate(event, mixture,
                                                                                       separator.settings)}
-            detected = probabilities[index] >= separator.thresholds[index]
-            if detected:
+            if name in detected:
                 estimates["separated"] = separator.apply_mask(masks[..., index], spectrogram, len(mixture))
-            result["events"][name] = {} if detected else {"missed": True}
+            result["events"][name] = {} if name in detected else {"missed": True}
             for estimator, estimate in estimates.items():
                 metrics = METRICS if len(references) > 1 else ("SDR", "SAR")  # no interference without a rest
                 if _audible(estimate):
@@ -186,17 +188,20 @@ def score_clips(separator: EventSeparator, clips, workers: int | None = None) ->
 
 def is_event_result(key: str) -> bool:
     """Whether a key of `summarise_events` belongs in a run's result: the medians with their
-    counts, and the failed, missed and total events."""
-    return "_median_" in key or "_count_" in key or key.endswith("_failed") or key in ("events", "missed")
+    counts, the failed, missed and total events, and the false alarms."""
+    return "_median_" in key or "_count_" in key or key.endswith("_failed") or key in ("events", "missed",
+                                                                                         "false_alarms")
 
 
 def summarise_events(results: list[dict], classes: list[str]) -> dict:
-    """Per class and over all events ("all"): event counts, missed events, and for each
-    estimator its failed events and the mean, median and count of every metric over the events
-    it could be scored on (failed ones included, at FAILED_SCORE_DB)."""
+    """Per class and over all events ("all"): event counts, missed events, false alarms (clips
+    where the class was detected but is absent: the price of the detection thresholds beside the
+    misses), and for each estimator its failed events and the mean, median and count of every
+    metric over the events it could be scored on (failed ones included, at FAILED_SCORE_DB)."""
 
-    def summary(events: list[dict]) -> dict:
-        entry = {"events": len(events), "missed": sum(bool(event.get("missed")) for event in events)}
+    def summary(events: list[dict], false_alarms: int) -> dict:
+        entry = {"events": len(events), "missed": sum(bool(event.get("missed")) for event in events),
+                 "false_alarms": false_alarms}
         for estimator in ESTIMATORS:
             entry[f"{estimator}_failed"] = sum(estimator in event.get("failed", ()) for event in events)
             for metric in METRICS:
@@ -209,8 +214,9 @@ def summarise_events(results: list[dict], classes: list[str]) -> dict:
 
     per_class = {name: [result["events"][name] for result in results if name in result["events"]]
                  for name in classes}
-    return {"all": summary([event for events in per_class.values() for event in events]),
-            **{name: summary(events) for name, events in per_class.items()}}
+    false_alarms = {name: sum(name in result.get("false_alarms", ()) for result in results) for name in classes}
+    return {"all": summary([event for events in per_class.values() for event in events], sum(false_alarms.values())),
+            **{name: summary(events, false_alarms[name]) for name, events in per_class.items()}}
 
 
 def separate_event_paths(separator: EventSeparator, inputs, output_dir: str, overwrite: bool = False,

@@ -241,12 +241,12 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                            "epoch_seconds": epoch_seconds, "train_clips": len(splits["train"])}
     overall = summary["all"]
     log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f (linear floor: weighted AUC %.4f, mAP %.4f); event SDR "
-             "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed",
+             "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms",
              test_tagging.get("weighted_auc", np.nan), test_tagging.get("mean_average_precision", np.nan),
              test_tagging.get("mean_eer", np.nan), test_floor.get("weighted_auc", np.nan),
              test_floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
              overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
-             overall["missed"], overall["events"])
+             overall["missed"], overall["events"], overall["false_alarms"])
     log.info("Training: %.1f s per epoch (median; training and validation) over %d training clips",
              epoch_seconds, len(splits["train"]))
     if config["save_best_artifact"]:
