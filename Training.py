@@ -103,8 +103,10 @@ def config():
     mask_blocks = None  # override the setting's number of blocks
     mask_activation = "sigmoid"  # "sigmoid" per class, or "softmax" over the classes plus background
     synchronized_batch_norm = True  # batch statistics over all replicas' clips, as on one device
-    classifier = "gwrp"  # mask -> clip probability: gwrp, max, average, dense, depthwise_cnn or gru
-    gwrp_decay = 0.999  # d of global weighted rank pooling (1: average pooling, 0: max pooling)
+    # mask -> clip probability: gwrp, gwrp_affine (GWRP with a learnt scale and offset of its logit per
+    # class), linear_softmax, max, average, dense, depthwise_cnn or gru
+    classifier = "gwrp"
+    gwrp_decay = 0.999  # d of global weighted rank pooling, also of gwrp_affine (1: average pooling, 0: max)
     classifier_options = {}  # further options of the classifier (Models/weak_label/pooling.py)
     sparsity_weight = 0.0  # w in (1 - w) BCE + w mean|mask| over absent classes (Kong: 0.3)
     sparsity_masks = "absent"  # the masks the sparsity term covers: "absent" classes' (Kong) or "all"

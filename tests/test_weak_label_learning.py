@@ -44,8 +44,8 @@ def test_the_sparsity_term_averages_the_masks_of_the_pairs_it_covers(covered):
 
 
 @pytest.mark.parametrize("setting, activation, kind", [
-    ("thesis", "sigmoid", "gwrp"), ("thesis", "sigmoid", "linear_softmax"), ("thesis", "sigmoid", "max"),
-    ("kong", "sigmoid", "average"),
+    ("thesis", "sigmoid", "gwrp"), ("thesis", "sigmoid", "gwrp_affine"), ("thesis", "sigmoid", "linear_softmax"),
+    ("thesis", "sigmoid", "max"), ("kong", "sigmoid", "average"),
     ("kong", "softmax", "gwrp"), ("thesis", "sigmoid", "dense"), ("kong", "sigmoid", "gru")])
 def test_the_model_starts_at_the_class_priors_and_keeps_its_other_variables(setting, activation, kind):
     tf.keras.utils.set_random_seed(0)

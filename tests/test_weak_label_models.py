@@ -13,7 +13,7 @@ from Models.weak_label.model import build_weak_label_model
 
 FRAMES, MELS, CLASSES = 16, 8, 3
 TINY_MASKS = dict(channels=4, num_blocks=2)
-CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "linear_softmax": {}, "max": {}, "average": {},
+CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "gwrp_affine": {"decay": 0.9}, "linear_softmax": {}, "max": {}, "average": {},
                       "dense": {"num_frames": FRAMES, "sorted": True},
                       "depthwise_cnn": {"depth_multiplier": 2}, "gru": {"units": 4}}
 
@@ -126,6 +126,34 @@ def test_gwrp_is_average_pooling_at_one_max_pooling_at_zero_and_rank_weighting_b
     for decay in (0.9, 0.9995):  # d^j underflows to 0 for most ranks / sums to about 2000
         np.testing.assert_allclose(GlobalWeightedRankPooling(decay)(many).numpy(), gwrp_reference(many, decay),
                                    rtol=1e-4)
+
+
+def test_gwrp_affine_starts_as_gwrp_and_learns_a_scale_and_offset_per_class():
+    masks = np.random.default_rng(1).uniform(0, 1, (4, FRAMES, MELS, CLASSES)).astype(np.float32) ** 4
+    classifier = build_classifier("gwrp_affine", CLASSES, MELS, decay=0.9)
+    np.testing.assert_allclose(classifier(masks).numpy(), gwrp_reference(masks, 0.9), rtol=1e-4)
+    readout = classifier.get_layer("logit_affine")
+    readout.scale.assign([2.0, 1.0, 0.5])
+    readout.offset.assign([1.0, 0.0, -1.0])
+    pooled = gwrp_reference(masks, 0.9)
+    logits = np.log(pooled) - np.log1p(-pooled)
+    expected = 1 / (1 + np.exp(-(np.array([2.0, 1.0, 0.5]) * logits + np.array([1.0, 0.0, -1.0]))))
+    np.testing.assert_allclose(classifier(masks).numpy(), expected, rtol=1e-4)
+    assert np.all(np.isfinite(classifier(np.ones((1, FRAMES, MELS, CLASSES), np.float32)).numpy()))
+    # A short event's few high values pool to 0.19, a faint mask to 0.05: GWRP alone cannot make
+    # either confident, the read-out learns to (masks fixed, only the scale and offset train).
+    readout.scale.assign([1.0] * CLASSES)
+    readout.offset.assign([0.0] * CLASSES)
+    clips = np.full((2, FRAMES, MELS, CLASSES), 0.05, np.float32)
+    clips[0, 3, 2:4] = 1.0
+    labels = np.array([[1.0] * CLASSES, [0.0] * CLASSES], np.float32)
+    optimizer = keras.optimizers.Adam(0.1)
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.binary_crossentropy(labels, classifier(clips))
+        optimizer.apply(tape.gradient(loss, [readout.scale, readout.offset]), [readout.scale, readout.offset])
+    probabilities = classifier(clips).numpy()
+    assert np.all(probabilities[0] > 0.9) and np.all(probabilities[1] < 0.1)
 
 
 def test_linear_softmax_pooling_scores_a_binary_event_mask_one_whatever_its_extent():

@@ -9,9 +9,9 @@ down towards the prior before anything told the clips apart: the weak_label_demo
 (learning rate 3e-3, 15 steps per epoch) still predicted 0.38 (spread 0.003 over the clips)
 after 20 epochs, at validation AUC 0.51. Started at the priors, it reached 0.72 within 9.
 
-Which bias: for the pooling classifiers (gwrp, linear_softmax, max, average) the one before the masks' last
-activation (the thesis setting's last batch normalisation offset, the Kong setting's 1x1
-convolution bias), so that the masks themselves start sparse; for the learned classifiers
+Which bias: for the pooling classifiers (gwrp, gwrp_affine, linear_softmax, max, average) the one
+before the masks' last activation (the thesis setting's last batch normalisation offset, the Kong
+setting's 1x1 convolution bias), so that the masks themselves start sparse; for the learned classifiers
 (dense, depthwise_cnn, gru) the bias of their read-out, before the sigmoid. The search is a
 bisection per class on the scores of one forward pass in training mode (batch statistics,
 dropout), as the first steps see them; the model's other variables (moving statistics,
@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from Models.weak_label.model import FRONT_END_LAYER_NAME
 
-POOLING_CLASSIFIERS = ("gwrp", "linear_softmax", "max", "average")
+POOLING_CLASSIFIERS = ("gwrp", "gwrp_affine", "linear_softmax", "max", "average")
 READOUT_LAYER = "channelwise_dense"  # the per-class dense read-out of the learned classifiers (pooling.py)
 PRIOR_RANGE = (0.01, 0.99)  # a prior of 0 or 1 has no finite bias
 BIAS_RANGE = 30.0  # the search runs over [-30, 30]: far beyond what a sigmoid can tell apart

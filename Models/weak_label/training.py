@@ -71,7 +71,7 @@ def check_config(config: dict) -> None:
 def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
     """The arguments of `build_weak_label_model`; saved in every checkpoint to rebuild the model."""
     classifier_options = dict(config["classifier_options"])
-    if config["classifier"] == "gwrp":
+    if config["classifier"] in ("gwrp", "gwrp_affine"):
         classifier_options.setdefault("decay", config["gwrp_decay"])
     if config["classifier"] == "dense":
         classifier_options.setdefault("num_frames", num_frames)
