@@ -5,9 +5,9 @@ README "Weak labels on real recordings"):
 
     python -m Datasets.weak_label.debian_sounds --cache-dir .cache/debian_sounds --output .cache/weak_dev
     python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev          # about 35 min on 2 cores
-    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp --seeds 1 \\
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp_affine --seeds 1 \\
         --with front_end='"pcen"'                                                # one variant, one seed
-    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp --splits 0 1 2
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --classifiers gwrp_affine --splits 0 1 2
 
 Every run is `Training.py with <--named>` on the generic recipe's clips of that folder: one event
 per 4 s clip at 0 dB event-to-background ratio, 240 train / 60 valid / 60 test clips, test
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="the development set (debian_sounds --output)")
     parser.add_argument("--named", nargs="+", default=["weak_label_demo"], help="named configs of configs/")
-    parser.add_argument("--classifiers", nargs="+", default=["gwrp", "max"])
+    parser.add_argument("--classifiers", nargs="+", default=["gwrp_affine", "max"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--splits", type=int, nargs="+", default=[0],
                         help="recipe seeds: which recordings go to train, valid and test (default 0)")
