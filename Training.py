@@ -116,6 +116,8 @@ def config():
     augment_time_shift = 0.0  # seconds: training clips rolled along time by up to this
     augment_mix_probability = 0.0  # chance that a training clip is summed with another, labels joined
     learning_rate = 1e-3  # Adam
+    ema_epochs = 0.0  # validation, the best model and separation use the weights' exponential moving average
+    #                   over training steps with this time constant in epochs (0: the weights as trained)
     lr_decay_epochs = 50  # the learning rate is multiplied by lr_decay_factor every this many epochs
     lr_decay_factor = 0.5
     selection_metric = "loss"  # validation metric that picks the best model: "loss" or "weighted_auc"

@@ -40,6 +40,41 @@ def test_the_sparsity_term_averages_the_masks_of_the_pairs_it_covers(covered):
 
 
 # ----------------------------------------------------------------------------------------------
+# The moving average of the weights
+
+
+def test_the_averaged_weights_are_the_moving_average_of_the_steps_and_training_goes_on_from_its_own():
+    from Models.weak_label.solver import JointModel
+    from Models.weak_label.training import ema_momentum
+
+    assert ema_momentum(0, 50) == 0.0 and ema_momentum(2, 50) == pytest.approx(0.99)
+    assert ema_momentum(0.5, 1) == 0.0  # an average over less than a step is the weights themselves
+    spec = dict(num_mels=4, num_classes=2, mask_options={"channels": 2, "num_blocks": 2}, classifier_kind="max",
+                classifier_options={})
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((4, 6, 4)).astype(np.float32)
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], np.float32)
+    joint = JointModel(spec, 1e-2, jit_compile=False, ema_momentum=0.6)
+    expected = None
+    for _ in range(4):
+        joint.train_step(features, labels)
+        weights = [variable.numpy() for variable in joint.model.trainable_variables]
+        # the first step starts the average at the weights
+        expected = weights if expected is None else [0.6 * e + 0.4 * w for e, w in zip(expected, weights)]
+    with joint.averaged_weights():
+        for variable, value in zip(joint.model.trainable_variables, expected):
+            np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+    assert max(np.abs(w - e).max() for w, e in zip(weights, expected)) > 1e-3  # not the same weights
+    for variable, value in zip(joint.model.trainable_variables, weights):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    plain = JointModel(spec, 1e-2, jit_compile=False)
+    before = [variable.numpy() for variable in plain.model.trainable_variables]
+    with plain.averaged_weights():
+        for variable, value in zip(plain.model.trainable_variables, before):
+            np.testing.assert_array_equal(variable.numpy(), value)
+
+
+# ----------------------------------------------------------------------------------------------
 # Starting at the priors
 
 

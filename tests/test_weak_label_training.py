@@ -193,7 +193,7 @@ def weak_label_run(tmp_path_factory):
     config = dict(method="weak_label", weak_label_recipe="demo", recipe_options=TINY_DEMO, expected_sr=8000,
                   num_fft=256, num_hop=128, num_mels=16, mel_fmax=4000.0, stft_window="hamming",
                   mask_channels=8, mask_blocks=3, batch_size=8, max_epochs=6, patience=6, learning_rate=3e-3,
-                  jit_compile=False, summary_every=2, seed=3, run_dir=str(root / "runs"),
+                  ema_epochs=1, jit_compile=False, summary_every=2, seed=3, run_dir=str(root / "runs"),
                   model_base_dir=str(root / "checkpoints"), log_dir=str(root / "logs"), cache_dir=str(root / "cache"))
     run = ex.run(config_updates=config)
     return run, config
@@ -249,9 +249,13 @@ def test_resumed_weak_label_run_matches_the_uninterrupted_one(weak_label_run, tm
     resumed = ex.run(config_updates={**config, "resume": checkpoint_dir})
     for name in ("last.pkl", "best.pkl"):
         with open(os.path.join(checkpoint_dir, name), "rb") as handle:
-            resumed_weights = pickle.load(handle)["weights"]
+            resumed_state = pickle.load(handle)
         with open(os.path.join(run.info["checkpoint_dir"], name), "rb") as handle:
-            for mine, theirs in zip(resumed_weights, pickle.load(handle)["weights"]):
+            uninterrupted_state = pickle.load(handle)
+        assert any(np.abs(mine - theirs).max() > 1e-4
+                   for mine, theirs in zip(resumed_state["weights"], resumed_state["training_weights"]))
+        for weights in ("weights", "training_weights"):  # the moving average, and the weights as trained
+            for mine, theirs in zip(resumed_state[weights], uninterrupted_state[weights]):
                 np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
     def scores(result):  # the wall-clock time per epoch differs between any two runs
         return {key: value for key, value in result["weak_label"].items() if key != "epoch_seconds"}

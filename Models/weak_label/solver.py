@@ -13,6 +13,7 @@ architecture, the class names, the feature settings and the standardisation stat
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -37,12 +38,15 @@ class JointModel:
     (0: plain BCE; Kong used 0.3), or with `sparsity_masks="all"` over every pair: the masks of
     present classes are then pushed to zero wherever the pooled probability does not need them.
     The learning rate halves (decay_factor) every `decay_steps` steps, the thesis's step decay.
+    With `ema_momentum` > 0 the optimiser keeps an exponential moving average of the trainable
+    weights over the steps (Keras's `use_ema`), which `averaged_weights` puts in the model.
     Under a strategy each replica trains on its slice of the global batch, and every term is its
     share of the global batch's value."""
 
     def __init__(self, model_spec: dict, learning_rate: float = 1e-3, decay_steps: int | None = None,
                  decay_factor: float = 0.5, sparsity_weight: float = 0.0, jit_compile: bool = True,
-                 strategy: tf.distribute.Strategy | None = None, sparsity_masks: str = "absent"):
+                 strategy: tf.distribute.Strategy | None = None, sparsity_masks: str = "absent",
+                 ema_momentum: float = 0.0):
         import keras
 
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -50,12 +54,29 @@ class JointModel:
             self.model = build_weak_label_model(**model_spec)
             schedule = learning_rate if not decay_steps else keras.optimizers.schedules.ExponentialDecay(
                 learning_rate, decay_steps=decay_steps, decay_rate=decay_factor, staircase=True)
-            self.optimizer = keras.optimizers.Adam(schedule)
+            self.optimizer = keras.optimizers.Adam(schedule, use_ema=ema_momentum > 0,
+                                                   ema_momentum=ema_momentum or 0.99)
             self.optimizer.build(self.model.trainable_variables)
         self.sparsity_weight = float(sparsity_weight)
         self.sparsity_on_present = {"absent": 0.0, "all": 1.0}[sparsity_masks]
         self._step = replicated_step(self.strategy, self._replica_step, jit_compile)
         self.predict = WeakLabelPredictor(self.model).predict
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Inside the block the model's trainable weights are their moving average (without one,
+        the block changes nothing); afterwards training continues from its own weights."""
+        if not self.optimizer.use_ema:
+            yield
+            return
+        variables = self.model.trainable_variables
+        training = [variable.numpy() for variable in variables]
+        self.optimizer.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, training):
+                variable.assign(value)
 
     def losses(self, labels, masks, probabilities, global_batch: int | None = None, covered_total=None) -> dict:
         """The loss terms of a batch, or, given the global batch size and its number of (clip,
@@ -128,9 +149,14 @@ class WeakLabelSolver(TrainingLoop):
 
     # ---- state -------------------------------------------------------------------------
     def model_state(self) -> dict:
-        """Everything to resume, and (in every checkpoint, best ones too) everything to separate."""
+        """Everything to resume, and (in every checkpoint, best ones too) everything to separate:
+        "weights" are those validated and separated with (the moving average where there is one),
+        "training_weights" those training continues from."""
+        with self.joint.averaged_weights():
+            weights = self.joint.model.get_weights()
         return {"method": "weak_label", "model_spec": self.model_spec, "classes": self.classes, **self.data,
-                "weights": self.joint.model.get_weights(), "dropout_states": self._dropout_states(),
+                "weights": weights, "training_weights": self.joint.model.get_weights(),
+                "dropout_states": self._dropout_states(),
                 "optimizer": [variable.numpy() for variable in self.joint.optimizer.variables],
                 "epoch_shuffle_state": self.epoch_shuffle_state, "detection_thresholds": self.detection_thresholds}
 
@@ -142,7 +168,7 @@ class WeakLabelSolver(TrainingLoop):
         return [variable.numpy() for variable in self._dropout_state_variables()]
 
     def load_model_state(self, state: dict) -> None:
-        self.joint.model.set_weights(state["weights"])
+        self.joint.model.set_weights(state.get("training_weights", state["weights"]))
         for variable, value in zip(self._dropout_state_variables(), state["dropout_states"]):
             variable.assign(value)
         for variable, value in zip(self.joint.optimizer.variables, state["optimizer"]):
@@ -187,7 +213,8 @@ class WeakLabelSolver(TrainingLoop):
         return {**losses, "tagging": tagging_metrics(data.labels, probabilities, self.classes)}, masks, probabilities
 
     def validate(self, stage: str) -> Validation:
-        metrics, self._validation_masks, self._validation_probabilities = self.evaluate(self.valid_set)
+        with self.joint.averaged_weights():
+            metrics, self._validation_masks, self._validation_probabilities = self.evaluate(self.valid_set)
         value = metrics["loss"] if self.selection_metric == "loss" else metrics["tagging"].get("weighted_auc", math.nan)
         scalars = _flat_validation_scalars(metrics)
         return Validation(SELECTION_METRICS[self.selection_metric] * value, scalars,

@@ -33,12 +33,13 @@ MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember tha
 RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
                "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks", "mask_activation",
                "synchronized_batch_norm", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
-               "data_root", "recipe_options")
+               "data_root", "recipe_options", "ema_epochs")
 
 
 def check_config(config: dict) -> None:
     """Rejects settings that cannot work, before any data is touched."""
-    require_non_negative_numbers(config, ("learning_rate", "sparsity_weight", "lr_decay_factor", "gwrp_decay"))
+    require_non_negative_numbers(config, ("learning_rate", "sparsity_weight", "lr_decay_factor", "gwrp_decay",
+                                          "ema_epochs"))
     require_positive_integers(config, ("batch_size", "max_epochs", "patience", "summary_every", "num_workers",
                                        "num_mels", "lr_decay_epochs"))
     require_choices(config, {"weak_label_recipe": (*RECIPES, "folder"),
@@ -66,6 +67,12 @@ def check_config(config: dict) -> None:
                          "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
     if config["data_root"] and not os.path.isdir(config["data_root"]):
         raise FileNotFoundError(f"Config key `data_root`: '{config['data_root']}' is not a folder.")
+
+
+def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float:
+    """The per-step momentum of a moving average whose time constant is `ema_epochs` epochs
+    (0: no average)."""
+    return max(0.0, 1.0 - 1.0 / (ema_epochs * steps_per_epoch)) if ema_epochs else 0.0
 
 
 def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
@@ -194,7 +201,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
     strategy = strategy_for(config)
     joint = JointModel(model_spec, config["learning_rate"], config["lr_decay_epochs"] * steps_per_epoch,
                        config["lr_decay_factor"], config["sparsity_weight"], config["jit_compile"], strategy,
-                       config["sparsity_masks"])
+                       config["sparsity_masks"], ema_momentum(config["ema_epochs"], steps_per_epoch))
     if config["output_bias"] == "prior" and not config["resume"]:
         start_at_priors(joint.model, config["classifier"], labelled["train"].features[:config["batch_size"]],
                         labelled["train"].labels.mean(axis=0))
