@@ -211,8 +211,8 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
         _log.warning("Class(es) %s are in no %s clip or in all of them: their ROC AUC is undefined and left out "
                      "of the weighted average.", ", ".join(tagging["undefined"]), partition)
     _log.info("Results in %s: weighted AUC %.4f, mAP %.4f (linear floor: %.4f, %.4f); event SDR median %.2f dB "
-              "(mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms", json_path, tagging.get("weighted_auc", np.nan),
-              tagging.get("mean_average_precision", np.nan), floor.get("weighted_auc", np.nan),
+              "(mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms", json_path,
+              tagging.get("weighted_auc", np.nan), tagging.get("mean_average_precision", np.nan), floor.get("weighted_auc", np.nan),
               floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
               overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
               overall["missed"], overall["events"], overall["false_alarms"])

@@ -183,7 +183,8 @@ def class_table(results: dict, split: str = "test") -> str:
             f"{len(scored)} of {len(runs)}",
             f"{sum(run['missed'] for run in runs)} of {sum(run['events'] for run in runs)}",
             # runs recorded before false alarms were counted have none to add
-            (f"{sum(run['false_alarms'] for run in runs)}" if all("false_alarms" in run for run in runs) else "-") + " |"]))
+            (str(sum(run["false_alarms"] for run in runs)) if all("false_alarms" in run for run in runs)
+             else "-") + " |"]))
     return "\n".join(lines)
 
 

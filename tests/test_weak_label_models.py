@@ -13,8 +13,8 @@ from Models.weak_label.model import build_weak_label_model
 
 FRAMES, MELS, CLASSES = 16, 8, 3
 TINY_MASKS = dict(channels=4, num_blocks=2)
-CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "gwrp_affine": {"decay": 0.9}, "linear_softmax": {}, "max": {}, "average": {},
-                      "dense": {"num_frames": FRAMES, "sorted": True},
+CLASSIFIER_OPTIONS = {"gwrp": {"decay": 0.9}, "gwrp_affine": {"decay": 0.9}, "linear_softmax": {}, "max": {},
+                      "average": {}, "dense": {"num_frames": FRAMES, "sorted": True},
                       "depthwise_cnn": {"depth_multiplier": 2}, "gru": {"units": 4}}
 
 

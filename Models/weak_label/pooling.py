@@ -168,7 +168,7 @@ def _gwrp(num_classes: int, num_mels: int, decay: float = 0.999):
 
 def _gwrp_affine(num_classes: int, num_mels: int, decay: float = 0.999):
     masks = keras.Input((None, num_mels, num_classes), name="masks")
-    pooled = GlobalWeightedRankPooling(decay, dtype="float32", name="gwrp")(masks)
+    pooled = _gwrp(num_classes, num_mels, decay)(masks)
     return keras.Model(masks, LogitAffine(dtype="float32", name="logit_affine")(pooled), name="gwrp_affine")
 
 
@@ -217,8 +217,8 @@ def _gru(num_classes: int, num_mels: int, units: int = 32):
     return keras.Model(masks, _probability("probabilities")(logits), name="gru_classifier")
 
 
-CLASSIFIERS = {"gwrp": _gwrp, "gwrp_affine": _gwrp_affine, "linear_softmax": _linear_softmax, "max": _max, "average": _average, "dense": _dense,
-               "depthwise_cnn": _depthwise_cnn, "gru": _gru}
+CLASSIFIERS = {"gwrp": _gwrp, "gwrp_affine": _gwrp_affine, "linear_softmax": _linear_softmax, "max": _max,
+               "average": _average, "dense": _dense, "depthwise_cnn": _depthwise_cnn, "gru": _gru}
 
 
 def build_classifier(kind: str, num_classes: int, num_mels: int, **options):

@@ -81,12 +81,15 @@ class EventSeparator:
             self.model_input(self.settings.mel_of(spectrogram, mel_power(self.front_end)))[None])
         return masks[0], probabilities[0], spectrogram
 
+    def detected(self, probabilities: np.ndarray) -> list[int]:
+        """The indices of the classes whose clip probability reaches their detection threshold."""
+        return [index for index in range(len(self.classes)) if probabilities[index] >= self.thresholds[index]]
+
     def separate(self, mixture: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """{class: waveform} for the classes predicted present, and all clip probabilities."""
         masks, probabilities, spectrogram = self.masks_and_probabilities(mixture)
-        present = [index for index in range(len(self.classes)) if probabilities[index] >= self.thresholds[index]]
         return ({self.classes[index]: self.apply_mask(masks[..., index], spectrogram, len(mixture))
-                 for index in present}, probabilities)
+                 for index in self.detected(probabilities)}, probabilities)
 
     def apply_mask(self, mel_mask: np.ndarray, spectrogram: np.ndarray, length: int) -> np.ndarray:
         mel_mask = dilate(mel_mask, self.mask_dilation) ** self.mask_exponent
@@ -140,8 +143,7 @@ def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None)
         masks, probabilities, spectrogram = separator.masks_and_probabilities(mixture)
         all_probabilities.append(probabilities)
         present = [name for name, label in zip(separator.classes, clip.labels) if label > 0.5]
-        detected = [name for name, probability, threshold in zip(separator.classes, probabilities, separator.thresholds)
-                    if probability >= threshold]
+        detected = [separator.classes[index] for index in separator.detected(probabilities)]
         result = {"clip": clip.name, "labels": present,
                   "probabilities": {name: float(p) for name, p in zip(separator.classes, probabilities)},
                   "false_alarms": [name for name in detected if name not in present], "events": {}}
