@@ -178,6 +178,10 @@ class WeakLabelSolver(TrainingLoop):
 
     def load_best_weights(self, state: dict) -> None:
         self.joint.model.set_weights(state["weights"])
+        # and the best state's optimiser, whose moving average is then the best weights: every later
+        # checkpoint of the finished run describes the best model, not the last epoch's average
+        for variable, value in zip(self.joint.optimizer.variables, state["optimizer"]):
+            variable.assign(value)
 
     # ---- training ----------------------------------------------------------------------
     def start_epoch(self) -> None:
