@@ -252,6 +252,47 @@ def test_generic_solo_training_clips_split_each_training_mixture_into_its_parts(
     _assert_mixtures_are_sums(solo)
 
 
+def _durations(folder, split) -> list[float]:
+    return [float(event["offset_seconds"]) - float(event["onset_seconds"]) for event in _events(folder)
+            if f"/{split}_" in event["filename"]]
+
+
+def _peak_frequency(path, rate=RATE) -> float:
+    signal = _read(path)
+    return float(np.argmax(np.abs(np.fft.rfft(signal))) * rate / len(signal))
+
+
+def test_generic_varies_training_events_only(generic_root, tmp_path):
+    options = {**TINY, "events_per_clip": (1, 1), "seed": 5}
+    plain = prepare("generic", str(tmp_path / "plain"), data_root=str(generic_root), **options)
+    octave = prepare("generic", str(tmp_path / "octave"), data_root=str(generic_root),
+                     training_event_semitones=(-12, -12), **options)
+    cut = prepare("generic", str(tmp_path / "cut"), data_root=str(generic_root), training_event_seconds=(0.1, 0.1),
+                  **options)
+    plain_files = _files(plain)
+    for varied in (octave, cut):  # validation and test clips are those without the options
+        varied_files = _files(varied)
+        for name, content in plain_files.items():
+            if "/valid_" in name or "/test_" in name:
+                assert varied_files[name] == content, name
+    # an octave down plays at half the speed: twice as long (cropped to the 1 s clip) and half the frequency
+    np.testing.assert_allclose(sorted(_durations(octave, "train")),
+                               sorted(min(duration * 2, 1.0) for duration in _durations(plain, "train")), atol=2e-3)
+    plain_train = [event for event in _events(plain) if "/train_" in event["filename"]]
+    octave_train = [event for event in _events(octave) if "/train_" in event["filename"]]
+    for before, after in zip(plain_train, octave_train):
+        assert before["source_file"] == after["source_file"]
+        clip = os.path.splitext(os.path.basename(before["filename"]))[0]
+        frequencies = [_peak_frequency(os.path.join(folder, "sources", clip, f"{before['class']}.wav"))
+                       for folder in (plain, octave)]
+        assert frequencies[1] == pytest.approx(frequencies[0] / 2, rel=0.05)
+    np.testing.assert_allclose(_durations(cut, "train"), 0.1, atol=1e-3)  # every tone is longer than 0.1 s
+    _assert_mixtures_are_sums(load_clips(cut))
+    ratios = [_measured_ratio(cut, event, RATE) for event in _events(cut)]  # the ratio is that of the cut event
+    assert np.mean(ratios) == pytest.approx(np.mean([_measured_ratio(plain, event, RATE) for event in _events(plain)]),
+                                            abs=0.2)
+
+
 def test_short_background_is_looped_with_a_warning_or_refused(generic_root, tmp_path, caplog):
     short = generic_root / "backgrounds" / "noise1.wav"
     _write_noise(short, 0.4, seed=9)
@@ -296,6 +337,10 @@ def test_unknown_options_and_bad_values_are_named(generic_root, tmp_path):
         prepare("generic", str(tmp_path / "a"), data_root=str(generic_root), clips_per_split={"train": 3})
     with pytest.raises(ValueError, match=r"Option 'short_background'.*'loop', 'error'"):
         prepare("generic", str(tmp_path / "a"), data_root=str(generic_root), short_background="pad")
+    with pytest.raises(ValueError, match=r"Option 'training_event_seconds' must be positive"):
+        prepare("generic", str(tmp_path / "a"), data_root=str(generic_root), training_event_seconds=(0, 1))
+    with pytest.raises(ValueError, match=r"Option 'training_event_semitones' must have low <= high"):
+        prepare("generic", str(tmp_path / "a"), data_root=str(generic_root), training_event_semitones=(3, -3))
     with pytest.raises(ValueError, match=r"Unknown recipe 'esc50'"):
         prepare("esc50", str(tmp_path / "a"))
 

@@ -19,6 +19,10 @@ its scale: `<clip>_events`, its events alone (labelled with their classes), and
 `<clip>_background`, its background alone (no labels). The labels stay weak, but they now tell
 the model what each class sounds like without a background and what a background sounds like
 without events, as the solo clips of Kong et al.'s TUT set do.
+
+`training_event_semitones` and `training_event_seconds` vary the training events
+(`mixing.EventVariation`): drums of other sizes, choked cymbals, cut voices, so that a kit or a
+voice never heard in training is less of a surprise. Validation and test events stay as recorded.
 """
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ import os
 import numpy as np
 
 from Datasets.weak_label.folder import BACKGROUND, SPLITS, FolderWriter, PlacedEvent, check_class_names, clip_scale
-from Datasets.weak_label.mixing import (BalancedDraw, background_excerpt, check_backgrounds, draw_events,
-                                        gain_for_ratio, split_files, wav_files)
+from Datasets.weak_label.mixing import (BalancedDraw, EventVariation, background_excerpt, check_backgrounds,
+                                        draw_events, gain_for_ratio, split_files, wav_files)
 from Datasets.weak_label.options import GenericOptions
 from Sample import Sample
 
@@ -109,6 +113,9 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
     file_draws = {name: BalancedDraw(files, planner) for name, files in event_files.items()}
     background_draw = BalancedDraw(backgrounds, planner)
     clip_frames = int(round(options.clip_seconds * options.sample_rate))
+    variation = None
+    if split == "train" and (options.training_event_semitones or options.training_event_seconds):
+        variation = EventVariation(options.training_event_semitones, options.training_event_seconds)
     for number in range(options.clips_per_split[split]):
         rng = np.random.default_rng([seed, split_number, number])
         background_sample = background_draw.draw(1)[0]
@@ -118,7 +125,7 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
         if rng.random() >= options.empty_clip_probability:
             count = int(rng.integers(options.events_per_clip[0], options.events_per_clip[1] + 1))
             for label, path, signal, onset in draw_events(class_draw, file_draws, count, clip_frames,
-                                                          options.sample_rate, options.overlap, rng):
+                                                          options.sample_rate, options.overlap, rng, variation):
                 ratio = float(rng.uniform(*options.ebr_db))
                 gain = gain_for_ratio(signal, background[onset:onset + len(signal)], ratio,
                                       f"Background '{background_sample.path}'")

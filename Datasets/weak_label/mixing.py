@@ -146,13 +146,39 @@ def split_files(files: list[str], seed: int, what: str) -> dict[str, list[str]]:
             "test": sorted(shuffled[valid:valid + test])}
 
 
+class EventVariation:
+    """Random variation of each event before it is placed, as soundscape synthesisers (Scaper)
+    draw it: a different pitch and speed together (`semitones`, drawn uniformly from a pair: a
+    smaller or larger drum, a higher or lower voice) and a shorter length (`seconds`, drawn
+    log-uniformly from a pair: the event is cut there and faded out, like a choked cymbal; one
+    already shorter stays whole). Either may be None (not varied)."""
+
+    def __init__(self, semitones: tuple[float, float] | None, seconds: tuple[float, float] | None):
+        self.semitones, self.seconds = semitones, seconds
+
+    def __call__(self, signal: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+        if self.semitones is not None:
+            speed = 2 ** (rng.uniform(*self.semitones) / 12)
+            signal = librosa.resample(signal, orig_sr=sample_rate, target_sr=sample_rate / speed)
+        if self.seconds is not None:
+            length = int(round(np.exp(rng.uniform(*np.log(self.seconds))) * sample_rate))
+            cut = crop(signal, max(length, 1), sample_rate)
+            if rms(cut) > 0.0:  # an event that starts with more silence than that keeps its sound
+                signal = cut
+        return signal
+
+
 def draw_events(class_draw: "BalancedDraw", file_draws: dict[str, "BalancedDraw"], count: int, clip_frames: int,
-                sample_rate: int, overlap: bool, rng: np.random.Generator) -> list[tuple[str, str, np.ndarray, int]]:
+                sample_rate: int, overlap: bool, rng: np.random.Generator,
+                variation: EventVariation | None = None) -> list[tuple[str, str, np.ndarray, int]]:
     """(class, file, signal, onset) of `count` events of different classes, read at their
-    recorded level, cropped to the room they have and placed at random onsets."""
+    recorded level, varied (`EventVariation`), cropped to the room they have and placed at
+    random onsets."""
     labels = class_draw.draw(count)
     paths = [file_draws[label].draw(1)[0] for label in labels]
     signals = [read_event(path, sample_rate) for path in paths]
+    if variation is not None:
+        signals = [variation(signal, sample_rate, rng) for signal in signals]
     lengths = fit_lengths([len(signal) for signal in signals], clip_frames, overlap)
     signals = [crop(signal, length, sample_rate) for signal, length in zip(signals, lengths)]
     return list(zip(labels, paths, signals, place(lengths, clip_frames, overlap, rng)))

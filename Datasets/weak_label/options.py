@@ -22,6 +22,12 @@ train, valid and test, and every draw of the mixtures; 0 by default):
 - solo_training_clips (generic, demo): each training mixture's events alone (labelled with their
   classes) and its background alone (no labels) are training clips too, three clips per mixture;
   validation and test keep mixtures only, so their scores stay those of mixtures.
+- training_event_semitones (generic, demo): None, or (low, high): each training event plays
+  faster or slower, its pitch shifted by a number of semitones drawn uniformly from the pair
+  and its length scaled to match (a smaller or larger drum). Validation and test stay as recorded.
+- training_event_seconds (generic, demo): None, or (low, high) seconds > 0: each training event
+  is cut to a length drawn log-uniformly from the pair and faded out (a choked cymbal); events
+  already shorter stay whole. Validation and test stay as recorded.
 - valid_fraction (tut): share of the devtrain recordings held out for validation.
 - event_files_per_class, background_files, background_seconds (demo): how much raw audio the
   demo synthesises before mixing it.
@@ -88,10 +94,18 @@ class GenericOptions(_ClipOptions):
     clips_per_split: dict[str, int] = field(default_factory=lambda: {"train": 1000, "valid": 200, "test": 200})
     short_background: str = "loop"
     solo_training_clips: bool = False
+    training_event_semitones: tuple[float, float] | None = None
+    training_event_seconds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.solo_training_clips = bool(self.solo_training_clips)
+        if self.training_event_semitones is not None:
+            self.training_event_semitones = _pair(self.training_event_semitones, "training_event_semitones", float)
+        if self.training_event_seconds is not None:
+            self.training_event_seconds = _pair(self.training_event_seconds, "training_event_seconds", float)
+            _check(self.training_event_seconds[0] > 0, "training_event_seconds",
+                   f"must be positive seconds, not {self.training_event_seconds!r}")
         self.events_per_clip = _events_per_clip(self.events_per_clip)
         self.ebr_db = _pair(self.ebr_db, "ebr_db", float)
         self.overlap = bool(self.overlap)
