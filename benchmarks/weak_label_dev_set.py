@@ -71,18 +71,22 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
             "per_class": per_class}
 
 
-def split_report(separator, split: str) -> dict:
-    """`report` of a loaded event separator on one split of the clips it was trained on, beside
-    the linear floor trained on their training split."""
+def split_reports(separator, splits: tuple[str, ...]) -> dict:
+    """`report` of a loaded event separator on each of `splits` of the clips it was trained on,
+    beside the linear floor trained (once) on their training split."""
     from Datasets.weak_label import load_clips
-    from Models.weak_label.linear_floor import clips_floor_tagging
+    from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
     from Models.weak_label.separation import score_clips
 
     clips = load_clips(separator.data_folder, separator.classes)
-    chosen = clips.split(split)
-    _, tagging, events = score_clips(separator, chosen)
-    return report(tagging, clips_floor_tagging(clips.split("train"), chosen, separator.settings, separator.classes),
-                  events)
+    floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+    reports = {}
+    for split in splits:
+        chosen = clips.split(split)
+        _, tagging, events = score_clips(separator, chosen)
+        floor_tagging = floor.tagging(*clips_log_mels_and_labels(chosen, separator.settings), separator.classes)
+        reports[split] = report(tagging, floor_tagging, events)
+    return reports
 
 
 def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
@@ -95,7 +99,7 @@ def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
     run = ex.run(named_configs=named, config_updates=config)
     results = run.info["results"]
     return {"test": report(results["test_tagging"], results["test_linear_floor"], results["test_events"]),
-            "valid": split_report(load_event_separator(results["checkpoint"]), "valid"),
+            **split_reports(load_event_separator(results["checkpoint"]), ("valid",)),
             "epoch_seconds": results["epoch_seconds"], "train_clips": results["train_clips"],
             "checkpoint": results["checkpoint"]}
 
@@ -109,7 +113,7 @@ def rescore(run: dict, separation: dict) -> dict:
     from Models.checkpoint import load_event_separator
 
     separator = load_event_separator(run["checkpoint"], **separation)
-    return {**run, "test": split_report(separator, "test"), "valid": split_report(separator, "valid")}
+    return {**run, **split_reports(separator, ("test", "valid"))}
 
 
 def _spread(values: list[float], digits: int = 3) -> str:

@@ -76,10 +76,13 @@ def floor_tagging(train_log_mels: list[np.ndarray], train_labels: np.ndarray, lo
     return LinearFloor().fit(train_log_mels, train_labels).tagging(log_mels, labels, classes)
 
 
-def clips_floor_tagging(training: list, clips: list, settings: MelSettings, classes: list[str]) -> dict:
-    """`floor_tagging` of weak-label clips (`Datasets.weak_label`'s): trained on the mixtures of
-    `training`, scored on those of `clips`."""
-    def log_mels_and_labels(members: list) -> tuple[list[np.ndarray], np.ndarray]:
-        return clip_log_mels([clip.mixture_path for clip in members], settings), np.stack([c.labels for c in members])
+def clips_log_mels_and_labels(clips: list, settings: MelSettings) -> tuple[list[np.ndarray], np.ndarray]:
+    """The floor's inputs for weak-label clips (`Datasets.weak_label`'s): their mixtures' log-mel
+    frames and their labels."""
+    return clip_log_mels([clip.mixture_path for clip in clips], settings), np.stack([clip.labels for clip in clips])
 
-    return floor_tagging(*log_mels_and_labels(training), *log_mels_and_labels(clips), classes)
+
+def clips_floor_tagging(training: list, clips: list, settings: MelSettings, classes: list[str]) -> dict:
+    """`floor_tagging` of weak-label clips: trained on the mixtures of `training`, scored on those of `clips`."""
+    return floor_tagging(*clips_log_mels_and_labels(training, settings), *clips_log_mels_and_labels(clips, settings),
+                         classes)
