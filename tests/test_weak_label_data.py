@@ -293,6 +293,19 @@ def test_generic_varies_training_events_only(generic_root, tmp_path):
                                             abs=0.2)
 
 
+def test_event_variation_cuts_with_a_fade_and_keeps_an_event_whose_cut_part_is_silent():
+    from Datasets.weak_label.mixing import EventVariation
+
+    tone = np.sin(np.arange(RATE) * 0.3)
+    late = np.concatenate([np.zeros(RATE // 5), tone])
+    cut = EventVariation(None, (0.1, 0.1))
+    rng = np.random.default_rng(0)
+    shortened = cut(tone, RATE, rng)
+    assert len(shortened) == RATE // 10 and shortened[-1] == 0.0
+    np.testing.assert_array_equal(shortened[:RATE // 20], tone[:RATE // 20])
+    np.testing.assert_array_equal(cut(late, RATE, rng), late)  # 0.1 s of it would be silence
+
+
 def test_short_background_is_looped_with_a_warning_or_refused(generic_root, tmp_path, caplog):
     short = generic_root / "backgrounds" / "noise1.wav"
     _write_noise(short, 0.4, seed=9)
