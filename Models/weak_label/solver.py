@@ -171,8 +171,7 @@ class WeakLabelSolver(TrainingLoop):
         self.joint.model.set_weights(state.get("training_weights", state["weights"]))
         for variable, value in zip(self._dropout_state_variables(), state["dropout_states"]):
             variable.assign(value)
-        for variable, value in zip(self.joint.optimizer.variables, state["optimizer"]):
-            variable.assign(value)
+        self._load_optimizer_state(state)
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
         self.detection_thresholds = state["detection_thresholds"]
 
@@ -180,6 +179,9 @@ class WeakLabelSolver(TrainingLoop):
         self.joint.model.set_weights(state["weights"])
         # and the best state's optimiser, whose moving average is then the best weights: every later
         # checkpoint of the finished run describes the best model, not the last epoch's average
+        self._load_optimizer_state(state)
+
+    def _load_optimizer_state(self, state: dict) -> None:
         for variable, value in zip(self.joint.optimizer.variables, state["optimizer"]):
             variable.assign(value)
 
