@@ -113,9 +113,9 @@ def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[st
     file_draws = {name: BalancedDraw(files, planner) for name, files in event_files.items()}
     background_draw = BalancedDraw(backgrounds, planner)
     clip_frames = int(round(options.clip_seconds * options.sample_rate))
-    variation = None
-    if split == "train" and (options.training_event_semitones or options.training_event_seconds):
-        variation = EventVariation(options.training_event_semitones, options.training_event_seconds)
+    # unset options draw nothing, so the clips are those of a recipe without them
+    variation = (EventVariation(options.training_event_semitones, options.training_event_seconds)
+                 if split == "train" else None)
     for number in range(options.clips_per_split[split]):
         rng = np.random.default_rng([seed, split_number, number])
         background_sample = background_draw.draw(1)[0]
