@@ -212,10 +212,11 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
                      "of the weighted average.", ", ".join(tagging["undefined"]), partition)
     _log.info("Results in %s: weighted AUC %.4f, mAP %.4f (linear floor: %.4f, %.4f); event SDR median %.2f dB "
               "(mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms", json_path,
-              tagging.get("weighted_auc", np.nan), tagging.get("mean_average_precision", np.nan), floor.get("weighted_auc", np.nan),
-              floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
-              overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
-              overall["missed"], overall["events"], overall["false_alarms"])
+              tagging.get("weighted_auc", np.nan), tagging.get("mean_average_precision", np.nan),
+              floor.get("weighted_auc", np.nan), floor.get("mean_average_precision", np.nan),
+              overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
+              overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"],
+              overall["false_alarms"])
     return {**{key: tagging[key] for key in ("weighted_auc", "mean_average_precision", "mean_eer") if key in tagging},
             **{f"floor_{key}": floor[key] for key in ("weighted_auc", "mean_average_precision") if key in floor},
             **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}
