@@ -203,21 +203,25 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
               "mask_exponent": separator.mask_exponent, "mask_dilation": list(separator.mask_dilation),
               "background_gate_db": separator.background_gate_db,
-              "thresholds": separator.thresholds.tolist(), "clips": events,
+              "thresholds": separator.thresholds.tolist(), "clip_statistics_weight":
+                  separator.clip_statistics.weight if separator.clip_statistics else 0.0, "clips": events,
               "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}
     _publish(report, json_path, pickle_path, _run)
     overall = report["summary"]["events"]["all"]
     if tagging["undefined"]:
         _log.warning("Class(es) %s are in no %s clip or in all of them: their ROC AUC is undefined and left out "
                      "of the weighted average.", ", ".join(tagging["undefined"]), partition)
-    _log.info("Results in %s: weighted AUC %.4f, mAP %.4f (linear floor: %.4f, %.4f); event SDR median %.2f dB "
-              "(mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms", json_path,
-              tagging.get("weighted_auc", np.nan), tagging.get("mean_average_precision", np.nan),
+    masks_alone = tagging.get("masks", tagging)  # where the clip statistics are fused, "masks" has the masks' own
+    _log.info("Results in %s: weighted AUC %.4f (masks alone %.4f), mAP %.4f (linear floor: %.4f, %.4f); event SDR "
+              "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms",
+              json_path, tagging.get("weighted_auc", np.nan), masks_alone.get("weighted_auc", np.nan),
+              tagging.get("mean_average_precision", np.nan),
               floor.get("weighted_auc", np.nan), floor.get("mean_average_precision", np.nan),
               overall.get("separated_median_SDR", np.nan), overall.get("mixture_median_SDR", np.nan),
               overall.get("oracle_ibm_median_SDR", np.nan), overall["missed"], overall["events"],
               overall["false_alarms"])
     return {**{key: tagging[key] for key in ("weighted_auc", "mean_average_precision", "mean_eer") if key in tagging},
+            **({"masks_weighted_auc": masks_alone["weighted_auc"]} if "weighted_auc" in masks_alone else {}),
             **{f"floor_{key}": floor[key] for key in ("weighted_auc", "mean_average_precision") if key in floor},
             **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)}}
 

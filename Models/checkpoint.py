@@ -119,6 +119,7 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, 
     import numpy as np
 
     from Datasets.features import MelSettings
+    from Models.weak_label.clip_statistics import ClipStatisticsReadout
     from Models.weak_label.separation import EventSeparator
     from Models.weak_label.model import Standardisation, WeakLabelPredictor, build_weak_label_model
 
@@ -136,8 +137,10 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, 
         raise CheckpointError(f"'{checkpoint}' does not fit the model it describes: {error}") from error
     statistics = state["standardisation"]
     threshold = state["detection_threshold"]
-    thresholds = (np.asarray(state["detection_thresholds"], np.float32) if threshold == "validation_eer"
-                  else np.full(len(state["classes"]), threshold, np.float32))
+    # a rule ("validation_eer", ...) left its per-class thresholds in the state; a probability holds for all
+    thresholds = (np.asarray(state["detection_thresholds"], np.float64) if isinstance(threshold, str)
+                  else np.full(len(state["classes"]), threshold, np.float64))
+    clip_statistics = state.get("clip_statistics")  # absent before clip statistics could be fused
     return EventSeparator(WeakLabelPredictor(model), list(state["classes"]),
                           MelSettings(**state["mel_settings"]),
                           Standardisation(np.asarray(statistics["mean"]), np.asarray(statistics["std"])),
@@ -146,6 +149,7 @@ def _event_separator(checkpoint: str, state: dict, mask_exponent: float | None, 
                           tuple(mask_dilation or state.get("mask_dilation", (1, 1))),
                           # checkpoints from before the background gate separate without it
                           state.get("background_gate_db", 0.0) if background_gate_db is None else background_gate_db,
+                          None if clip_statistics is None else ClipStatisticsReadout.from_state(clip_statistics),
                           checkpoint, state["data_folder"])
 
 

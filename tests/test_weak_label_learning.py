@@ -128,6 +128,37 @@ def test_linear_floor_separates_spectral_shapes_and_refuses_constant_classes():
         LinearFloor().fit(train[0], np.c_[train[1][:, 0], np.ones(80)])
 
 
+def test_clip_statistics_readout_is_the_fitted_floor_and_fuses_in_the_logit_domain():
+    from Models.weak_label.clip_statistics import ClipStatisticsReadout, fuse
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((60, 2)) < 0.5).astype(np.float32)
+    log_mels = [rng.standard_normal((30, 8)) + np.r_[[a] * 4, [b] * 4] for a, b in labels]
+    floor = LinearFloor().fit(log_mels, labels)
+    readout = ClipStatisticsReadout.from_state(ClipStatisticsReadout.of(floor, 0.25).to_state())
+    np.testing.assert_allclose(readout.probabilities(log_mels), floor.probabilities(log_mels), rtol=1e-9, atol=1e-12)
+    masks = rng.random((60, 2))
+    statistics = readout.probabilities(log_mels)
+    np.testing.assert_array_equal(fuse(masks, statistics, 0.0), masks)
+    np.testing.assert_allclose(fuse(masks, statistics, 1.0), statistics, rtol=1e-9)
+    odds = (masks / (1 - masks)) ** 0.75 * (statistics / (1 - statistics)) ** 0.25  # the weighted logits, as odds
+    np.testing.assert_allclose(readout.fuse(masks, log_mels), odds / (1 + odds), rtol=1e-9)
+    assert np.all(np.isfinite(fuse(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]), 0.5)))  # no infinite logit
+
+
+def test_the_fusion_weight_is_chosen_on_validation_auc_and_the_smaller_wins_ties():
+    from Models.weak_label.clip_statistics import choose_weight
+
+    rng = np.random.default_rng(2)
+    labels = rng.random((200, 2)) < 0.5
+    noise = rng.standard_normal((2, 200, 2))
+    # each source ranks one class well and the other poorly: together they rank both
+    masks = 1 / (1 + np.exp(-(labels * np.array([3.0, 0.3]) + noise[0])))
+    statistics = 1 / (1 + np.exp(-(labels * np.array([0.3, 3.0]) + noise[1])))
+    assert choose_weight(labels, masks, statistics, ["a", "b"]) in (0.375, 0.5)
+    assert choose_weight(labels, masks, masks, ["a", "b"]) == 0.0  # every weight ranks alike: the masks alone
+
+
 # ----------------------------------------------------------------------------------------------
 # Augmentation
 

@@ -59,6 +59,28 @@ def test_equal_error_thresholds_sit_where_false_alarms_and_misses_balance():
     assert thresholds[2] == 0.5  # no positive clip: no curve, the default
 
 
+def test_false_alarm_thresholds_are_the_lowest_that_keep_the_false_alarm_rate():
+    from Models.weak_label.tagging import detection_thresholds, false_alarm_thresholds
+
+    rng = np.random.default_rng(4)
+    labels = np.stack([rng.random(300) < 0.2, rng.random(300) < 0.5, np.zeros(300, bool)], axis=1)
+    probabilities = np.clip(0.3 * labels + 0.7 * rng.random((300, 3)), 0, 1)
+    for rate in (0.0, 0.1, 0.25):
+        thresholds = false_alarm_thresholds(labels, probabilities, rate)
+        for index in range(2):
+            negatives = probabilities[~labels[:, index], index]
+            allowed = int(rate * len(negatives))
+            assert np.sum(negatives >= thresholds[index]) == allowed  # exactly the share (no ties here)
+            highest_undetected = np.sort(negatives)[::-1][allowed]
+            closest_above = probabilities[probabilities[:, index] > highest_undetected, index].min()
+            assert thresholds[index] == pytest.approx((highest_undetected + closest_above) / 2)  # halfway
+        assert thresholds[2] == 0.5  # no positive clip: the default
+    assert np.all(false_alarm_thresholds(labels, probabilities, 1.0)[:2] == 0.0)  # every clip may be detected
+    np.testing.assert_array_equal(detection_thresholds(0.3, labels, probabilities, 0.1), [0.3, 0.3, 0.3])
+    np.testing.assert_array_equal(detection_thresholds("validation_false_alarms", labels, probabilities, 0.1),
+                                  false_alarm_thresholds(labels, probabilities, 0.1))
+
+
 def test_equal_error_rate():
     assert equal_error_rate(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
     assert equal_error_rate(np.array([0, 1, 0, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == pytest.approx(0.5)
@@ -102,8 +124,9 @@ def test_events_are_separated_by_the_predicted_class_and_scored_beside_the_basel
     separator = EventSeparator(FixedPrediction(masks, np.array([0.9, 0.2, 0.8])), classes, SETTINGS,
                                Standardisation(np.zeros(16, np.float32), np.ones(16, np.float32)), "logmel",
                                np.array([0.5, 0.3, 0.7]))
-    results, probabilities = evaluate_clips(separator, [clip], workers=1)
+    results, probabilities, mask_probabilities = evaluate_clips(separator, [clip], workers=1)
     np.testing.assert_allclose(probabilities, [[0.9, 0.2, 0.8]])
+    np.testing.assert_array_equal(mask_probabilities, probabilities)  # no clip statistics fused
     events = results[0]["events"]
     assert set(events) == {"low", "high"}  # scored only where the ground truth has an event
     assert events["high"]["missed"] and "separated" not in events["high"]
@@ -193,8 +216,10 @@ def weak_label_run(tmp_path_factory):
     config = dict(method="weak_label", weak_label_recipe="demo", recipe_options=TINY_DEMO, expected_sr=8000,
                   num_fft=256, num_hop=128, num_mels=16, mel_fmax=4000.0, stft_window="hamming",
                   mask_channels=8, mask_blocks=3, batch_size=8, max_epochs=6, patience=6, learning_rate=3e-3,
-                  ema_epochs=1, jit_compile=False, summary_every=2, seed=3, run_dir=str(root / "runs"),
-                  model_base_dir=str(root / "checkpoints"), log_dir=str(root / "logs"), cache_dir=str(root / "cache"))
+                  ema_epochs=1, clip_statistics_weight=0.25, detection_threshold="validation_false_alarms",
+                  detection_false_alarm_rate=0.2, jit_compile=False, summary_every=2, seed=3,
+                  run_dir=str(root / "runs"), model_base_dir=str(root / "checkpoints"), log_dir=str(root / "logs"),
+                  cache_dir=str(root / "cache"))
     run = ex.run(config_updates=config)
     return run, config
 
@@ -227,6 +252,32 @@ def test_tiny_weak_label_run_learns_and_reports_tagging_and_separation(weak_labe
     tags = set(events.Tags()["tensors"])
     assert {"train/loss", "valid/weighted_auc", "valid/loss", "learning_rate", "valid/mask/chirp",
             "valid/features"} <= tags
+
+
+def test_the_best_model_fuses_the_clip_statistics_and_detects_at_the_validation_false_alarm_rate(weak_label_run):
+    from Models.checkpoint import load_event_separator
+    from Models.weak_label.clip_statistics import fuse
+    from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
+    from Models.weak_label.separation import clip_probabilities
+
+    run, config = weak_label_run
+    separator = load_event_separator(run.info["checkpoint_dir"])
+    assert separator.clip_statistics.weight == 0.25
+    clips = load_clips(run.info["data_folder"])
+    valid = clips.split("valid")
+    log_mels, labels = clips_log_mels_and_labels(valid, separator.settings)
+    floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+    probabilities, mask_probabilities = clip_probabilities(separator, valid)
+    statistics = separator.clip_statistics.probabilities(log_mels)
+    np.testing.assert_allclose(probabilities, fuse(mask_probabilities, statistics, 0.25), rtol=1e-9)
+    # the floor fitted on the training clips (a refit's last digits differ where lbfgs stops at its tolerance)
+    np.testing.assert_allclose(statistics, floor.probabilities(log_mels), atol=2e-3)
+    detected, present = probabilities >= separator.thresholds, labels > 0.5
+    for index in range(len(clips.classes)):  # a fifth of the clips without a class, rounded down
+        negatives = probabilities[~present[:, index], index]
+        assert np.sum(detected[~present[:, index], index]) == int(0.2 * len(negatives))
+    result = run.result["weak_label"]
+    assert result["test_masks_weighted_auc"] > 0.6 and result["test_masks_weighted_auc"] != result["test_weighted_auc"]
 
 
 def test_resumed_weak_label_run_matches_the_uninterrupted_one(weak_label_run, tmp_path, monkeypatch):
@@ -298,6 +349,9 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
     with open(tmp_path / "report" / "best_test.json") as handle:
         report = json.load(handle)
     assert report["mask_dilation"] == [1, 1] and report["background_gate_db"] == 0.0  # as the checkpoint was trained
+    assert report["clip_statistics_weight"] == 0.25
+    assert evaluated.result["masks_weighted_auc"] == pytest.approx(report["tagging"]["masks"]["weighted_auc"])
+    assert evaluated.result["masks_weighted_auc"] == pytest.approx(run.result["weak_label"]["test_masks_weighted_auc"])
     assert set(report["summary"]["events"]) == {"all", "beeps", "chirp", "clicks", "harmonic", "noise_burst"}
     with pytest.raises(FileExistsError, match="overwrite=True"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "report"),
@@ -345,8 +399,9 @@ def test_checkpoints_that_named_pcen_options_still_load(weak_label_run, tmp_path
         pickle.dump(old, handle)
     clip = load_clips(run.info["data_folder"]).split("test")[0]
     mixture, _ = soundfile.read(clip.mixture_path, dtype="float32")
-    masks, probabilities, _ = load_event_separator(str(path)).masks_and_probabilities(mixture)
-    expected = load_event_separator(os.path.join(run.info["checkpoint_dir"], "best.pkl")).masks_and_probabilities(mixture)
+    masks, probabilities, _, _ = load_event_separator(str(path)).masks_and_probabilities(mixture)
+    expected = load_event_separator(os.path.join(run.info["checkpoint_dir"], "best.pkl")).masks_and_probabilities(
+        mixture)
     np.testing.assert_array_equal(probabilities, expected[1])
     np.testing.assert_array_equal(masks, expected[0])
 
@@ -363,8 +418,13 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
         ex.run(config_updates={**base, "weak_label_recipe": "generic", "data_root": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="`sparsity_weight` must lie in"):
         ex.run(config_updates={**base, "sparsity_weight": 1.5})
-    with pytest.raises(ValueError, match="`detection_threshold` must be a probability or 'validation_eer'"):
+    with pytest.raises(ValueError, match="`detection_threshold` must be a probability or one of"):
         ex.run(config_updates={**base, "detection_threshold": "auto"})
+    with pytest.raises(ValueError, match="`detection_false_alarm_rate` must be a share in"):
+        ex.run(config_updates={**base, "detection_false_alarm_rate": 10})
+    for weight in (1.5, "auto", True):
+        with pytest.raises(ValueError, match="`clip_statistics_weight` must be a weight in"):
+            ex.run(config_updates={**base, "clip_statistics_weight": weight})
     with pytest.raises(ValueError, match="`method` must be one of"):
         ex.run(config_updates={"method": "magic", "run_dir": None})
     for dilation in ([4, 3], [3], [3, 0], "3x3", [3.0, 1]):

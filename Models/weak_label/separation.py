@@ -7,7 +7,9 @@ masks are soft: a power above 1 trades artifacts for less interference), weighte
 background gate (`background_gate_db`, below), is spread over the STFT bins
 (`features.mel_to_linear_matrix`: every bin's weights sum to one), multiplied with the
 mixture's magnitude, given the mixture's phase and inverted. Which classes are separated is decided by the model's
-predicted labels, never by the ground truth.
+predicted labels, never by the ground truth: its clip probabilities (the masks' pooled, fused with
+a read-out of the clip's pooled statistics where the run fitted one, `clip_statistics.py`) against
+per-class detection thresholds.
 
 The background gate: rank-pooled masks say where a class is, not how much of a bin is the
 event, and dilated they cover the background around it as well. Each band's median mel energy
@@ -37,6 +39,7 @@ from Datasets import audio, features
 from Datasets.features import MelSettings
 from Models.bss import FAILED_SCORE_DB, evaluate_in_parallel
 from Models.config_checks import is_finite_non_negative
+from Models.weak_label.clip_statistics import ClipStatisticsReadout
 from Models.weak_label.tagging import tagging_metrics
 from Models.weak_label.model import Standardisation, WeakLabelPredictor
 
@@ -63,6 +66,7 @@ class EventSeparator:
     mask_exponent: float = 1.0  # masks are raised to this power before separating: > 1 sharpens them
     mask_dilation: tuple[int, int] = (1, 1)  # (frames, mel bands) of the max filter on masks; (1, 1): none
     background_gate_db: float = 0.0  # masks kept in full this far above each band's median; 0: no gate
+    clip_statistics: ClipStatisticsReadout | None = None  # fused into the clip probabilities where set
     path: str = ""
     data_folder: str = ""  # the clips it was trained on (labels.csv), for test-set evaluation
 
@@ -73,13 +77,18 @@ class EventSeparator:
     def model_input(self, mel: np.ndarray) -> np.ndarray:
         return self.standardisation(features.log_mel(mel)) if self.front_end == "logmel" else mel
 
-    def masks_and_probabilities(self, mixture: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def masks_and_probabilities(self, mixture: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Mono waveform at the model's rate -> (mel masks (frames, mels, classes), clip
-        probabilities (classes,), mixture STFT)."""
+        probabilities (classes,) that decide detection, those of the masks alone, mixture STFT)."""
         spectrogram = self.settings.spectrogram(mixture)
-        masks, probabilities = self.predictor.predict(
+        masks, mask_probabilities = self.predictor.predict(
             self.model_input(self.settings.mel_of(spectrogram, mel_power(self.front_end)))[None])
-        return masks[0], probabilities[0], spectrogram
+        probabilities = mask_probabilities[0]
+        if self.clip_statistics is not None:
+            # the linear floor's features: log-mel of mel magnitudes, as `linear_floor.clip_log_mels`
+            probabilities = self.clip_statistics.fuse(mask_probabilities, [features.log_mel(
+                self.settings.mel_of(spectrogram, 1.0))])[0]
+        return masks[0], probabilities, mask_probabilities[0], spectrogram
 
     def detected(self, probabilities: np.ndarray) -> list[int]:
         """The indices of the classes whose clip probability reaches their detection threshold."""
@@ -87,7 +96,7 @@ class EventSeparator:
 
     def separate(self, mixture: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """{class: waveform} for the classes predicted present, and all clip probabilities."""
-        masks, probabilities, spectrogram = self.masks_and_probabilities(mixture)
+        masks, probabilities, _, spectrogram = self.masks_and_probabilities(mixture)
         return ({self.classes[index]: self.apply_mask(masks[..., index], spectrogram, len(mixture))
                  for index in self.detected(probabilities)}, probabilities)
 
@@ -132,16 +141,26 @@ def _audible(signal: np.ndarray) -> bool:
     return float(np.mean(np.square(signal))) > SILENCE_ENERGY
 
 
-def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None) -> tuple[list[dict], np.ndarray]:
-    """Per-clip results ({"clip", "labels", "probabilities", "false_alarms": [classes detected but
-    absent], "events": {class: {estimator: {SDR, SIR, SAR}} or {"missed": True, ...}}}) and the
-    probabilities (clips, classes)."""
+def clip_probabilities(separator: EventSeparator, clips) -> tuple[np.ndarray, np.ndarray]:
+    """(clips, classes): the clip probabilities of `clips` that decide detection, and those of the masks alone."""
     rate = separator.settings.sample_rate
-    results, jobs, slots, all_probabilities = [], [], [], []
+    outputs = [separator.masks_and_probabilities(audio.read(clip.mixture_path, sample_rate=rate, mono=True))
+               for clip in clips]
+    return np.stack([output[1] for output in outputs]), np.stack([output[2] for output in outputs])
+
+
+def evaluate_clips(separator: EventSeparator, clips,
+                   workers: int | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Per-clip results ({"clip", "labels", "probabilities", "false_alarms": [classes detected but
+    absent], "events": {class: {estimator: {SDR, SIR, SAR}} or {"missed": True, ...}}}), the clip
+    probabilities (clips, classes) and those of the masks alone."""
+    rate = separator.settings.sample_rate
+    results, jobs, slots, all_probabilities, all_mask_probabilities = [], [], [], [], []
     for clip in clips:
         mixture = audio.read(clip.mixture_path, sample_rate=rate, mono=True)
-        masks, probabilities, spectrogram = separator.masks_and_probabilities(mixture)
+        masks, probabilities, mask_probabilities, spectrogram = separator.masks_and_probabilities(mixture)
         all_probabilities.append(probabilities)
+        all_mask_probabilities.append(mask_probabilities)
         present = [name for name, label in zip(separator.classes, clip.labels) if label > 0.5]
         detected = [separator.classes[index] for index in separator.detected(probabilities)]
         result = {"clip": clip.name, "labels": present,
@@ -178,13 +197,19 @@ def evaluate_clips(separator: EventSeparator, clips, workers: int | None = None)
         undefined = [metric for metric, value in values.items() if not math.isfinite(value)]
         if undefined:  # an error energy that vanished to rounding: no finite score exists
             event_result.setdefault("undefined", {})[estimator] = undefined
-    return results, np.array(all_probabilities).reshape(len(clips), len(separator.classes))
+    shape = (len(clips), len(separator.classes))
+    return results, np.array(all_probabilities).reshape(shape), np.array(all_mask_probabilities).reshape(shape)
 
 
 def score_clips(separator: EventSeparator, clips, workers: int | None = None) -> tuple[list[dict], dict, dict]:
-    """The test report of `clips`: per-clip results, tagging metrics and the event summary."""
-    results, probabilities = evaluate_clips(separator, clips, workers)
-    tagging = tagging_metrics(np.stack([clip.labels for clip in clips]), probabilities, separator.classes)
+    """The test report of `clips`: per-clip results, tagging metrics (of the clip probabilities
+    that decide detection; where they fuse the clip statistics, those of the masks alone too,
+    under "masks") and the event summary."""
+    results, probabilities, mask_probabilities = evaluate_clips(separator, clips, workers)
+    labels = np.stack([clip.labels for clip in clips])
+    tagging = tagging_metrics(labels, probabilities, separator.classes)
+    if separator.clip_statistics is not None:
+        tagging["masks"] = tagging_metrics(labels, mask_probabilities, separator.classes)
     return results, tagging, summarise_events(results, separator.classes)
 
 

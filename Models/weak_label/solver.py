@@ -124,7 +124,8 @@ class WeakLabelSolver(TrainingLoop):
     def __init__(self, joint: JointModel, train: LabelledFeatures, valid: LabelledFeatures, classes: list[str],
                  checkpoint_dir: str, log_dir: str, model_spec: dict, data: dict, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, selection_metric: str = "loss", summary_every: int = 10,
-                 seed: int = 0, on_epoch_end=None, chief: bool = True, augmentation: Augmentation | None = None):
+                 seed: int = 0, on_epoch_end=None, chief: bool = True, augmentation: Augmentation | None = None,
+                 thresholds_of=equal_error_thresholds):
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(f"Config key `selection_metric` must be one of {sorted(SELECTION_METRICS)}, "
                              f"got {selection_metric!r}.")
@@ -132,8 +133,9 @@ class WeakLabelSolver(TrainingLoop):
         self.joint, self.train_set, self.valid_set, self.classes = joint, train, valid, list(classes)
         self.model_spec, self.data = model_spec, data
         self.batch_size, self.selection_metric = batch_size, selection_metric
-        # per-class detection thresholds at the validation equal-error point of the model saved
-        self.detection_thresholds = np.full(len(self.classes), 0.5, np.float32)
+        # per-class detection thresholds of the model saved: thresholds_of(validation labels, probabilities)
+        self.thresholds_of = thresholds_of
+        self.detection_thresholds = np.full(len(self.classes), 0.5)
         self.seed, self.augmentation = seed, augmentation or Augmentation()
         self.shuffle = np.random.default_rng(seed)
         self.epoch_shuffle_state = self.shuffle.bit_generator.state
@@ -229,7 +231,7 @@ class WeakLabelSolver(TrainingLoop):
                           f"{scalars.get('mean_average_precision', math.nan):.4f}")
 
     def improved(self, stage: str, validation: Validation) -> None:
-        self.detection_thresholds = equal_error_thresholds(self.valid_set.labels, self._validation_probabilities)
+        self.detection_thresholds = self.thresholds_of(self.valid_set.labels, self._validation_probabilities)
 
     def log_epoch(self, stage: str, validation: Validation) -> None:
         """Validation scalars, the learning rate, and the first validation clip's input and masks."""

@@ -69,3 +69,41 @@ def equal_error_thresholds(labels: np.ndarray, probabilities: np.ndarray, defaul
             best = int(np.argmin(np.abs(false_positive - (1.0 - true_positive))))
             thresholds[index] = min(float(candidates[best]), 1.0)
     return thresholds
+
+
+def false_alarm_thresholds(labels: np.ndarray, probabilities: np.ndarray, rate: float,
+                           default: float = 0.5) -> np.ndarray:
+    """Per class, a threshold that at most `rate` of the clips without the class reach and that
+    detects every clip scored above the first of them that must stay below it: an operating point
+    that buys recall with a known share of false alarms, where the equal-error point of a
+    validation split, whose recordings the test split never shares, misses more test events than
+    it should. It lies halfway between that clip's probability and the next higher one, so that
+    rounding noise in recomputed probabilities keeps the detections. `default` for a class
+    without a curve."""
+    labels, probabilities = np.asarray(labels) > 0.5, np.asarray(probabilities, np.float64)
+    thresholds = np.full(labels.shape[1], default, np.float64)
+    for index in range(labels.shape[1]):
+        negatives = np.sort(probabilities[~labels[:, index], index])[::-1]
+        if not labels[:, index].any() or not len(negatives):
+            continue
+        allowed = int(np.floor(rate * len(negatives) + 1e-9))
+        if allowed >= len(negatives):
+            thresholds[index] = 0.0  # every clip may be detected
+            continue
+        above = probabilities[:, index][probabilities[:, index] > negatives[allowed]]
+        thresholds[index] = (negatives[allowed] + (above.min() if len(above) else 1.0)) / 2
+    return thresholds
+
+
+DETECTION_RULES = ("validation_eer", "validation_false_alarms")
+
+
+def detection_thresholds(rule, labels: np.ndarray, probabilities: np.ndarray, false_alarm_rate: float) -> np.ndarray:
+    """Per class, the clip probability from which it counts as present: `rule` is a probability
+    for every class, or one of DETECTION_RULES applied to the (validation) `labels` and
+    `probabilities`."""
+    if rule == "validation_eer":
+        return equal_error_thresholds(labels, probabilities).astype(np.float64)
+    if rule == "validation_false_alarms":
+        return false_alarm_thresholds(labels, probabilities, false_alarm_rate)
+    return np.full(np.shape(labels)[1], float(rule))

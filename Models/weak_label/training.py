@@ -3,13 +3,16 @@ features, the joint model, its training and the test report (tagging and event s
 from __future__ import annotations
 
 import collections
+import functools
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import tensorflow as tf
 
+from Datasets.atomic import atomic_open
 from Datasets.features import LOG_MEL_FLOOR, MelSettings
 from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
@@ -19,13 +22,15 @@ from Models.config_checks import (require_choices, require_non_negative_numbers,
                                   require_positive_integers)
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
+from Models.weak_label.clip_statistics import ClipStatisticsReadout, choose_weight, fuse
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
 from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
-from Models.weak_label.separation import check_background_gate, is_event_result, mel_power, score_clips
+from Models.weak_label.separation import (check_background_gate, clip_probabilities, is_event_result, mel_power,
+                                          score_clips)
 from Models.weak_label.prior_bias import start_at_priors
 from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
-from Models.weak_label.tagging import undefined_auc_classes
+from Models.weak_label.tagging import DETECTION_RULES, detection_thresholds, tagging_metrics, undefined_auc_classes
 
 MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember that recording
 
@@ -58,15 +63,25 @@ def check_config(config: dict) -> None:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
     check_distribution(config["distribution"], config["devices"])
     threshold = config["detection_threshold"]
-    if threshold != "validation_eer" and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                          or not 0 <= threshold <= 1):
-        raise ValueError(f"Config key `detection_threshold` must be a probability or 'validation_eer', "
-                         f"got {threshold!r}.")
+    if threshold not in DETECTION_RULES and not _is_probability(threshold):
+        raise ValueError(f"Config key `detection_threshold` must be a probability or one of "
+                         f"{', '.join(map(repr, DETECTION_RULES))}, got {threshold!r}.")
+    if not _is_probability(config["detection_false_alarm_rate"]):
+        raise ValueError(f"Config key `detection_false_alarm_rate` must be a share in [0, 1], "
+                         f"got {config['detection_false_alarm_rate']!r}.")
+    weight = config["clip_statistics_weight"]
+    if weight != "validation" and not _is_probability(weight):
+        raise ValueError(f"Config key `clip_statistics_weight` must be a weight in [0, 1] or 'validation', "
+                         f"got {weight!r}.")
     if config["weak_label_recipe"] not in ("demo",) and not config["data_root"]:
         raise ValueError(f"weak_label_recipe={config['weak_label_recipe']!r} needs `data_root`: the folder of its "
                          "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
     if config["data_root"] and not os.path.isdir(config["data_root"]):
         raise FileNotFoundError(f"Config key `data_root`: '{config['data_root']}' is not a folder.")
+
+
+def _is_probability(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float:
@@ -184,6 +199,31 @@ def floor_tagging_of(floor: LinearFloor, data: ClipFeatures, split: str) -> dict
     return floor.tagging(data.log_mels[split], data.labelled[split].labels, data.clips.classes)
 
 
+def settle_detection(config: dict, data: ClipFeatures, floor: LinearFloor, best: str, log) -> None:
+    """Completes the best checkpoint's tagging: the clip statistics' read-out (`clip_statistics.py`)
+    with its weight, and the detection thresholds of the clip probabilities it then gives on the
+    validation clips, whole as separation sees them."""
+    _, mask_probabilities = clip_probabilities(load_event_separator(best), data.splits["valid"])
+    labels, classes = data.labelled["valid"].labels, data.clips.classes
+    readout = ClipStatisticsReadout.of(floor, 0.0)
+    statistics_probabilities = readout.probabilities(data.log_mels["valid"])
+    weight = config["clip_statistics_weight"]
+    readout.weight = choose_weight(labels, mask_probabilities, statistics_probabilities, classes) \
+        if weight == "validation" else float(weight)
+    probabilities = fuse(mask_probabilities, statistics_probabilities, readout.weight)
+    with open(best, "rb") as handle:
+        state = pickle.load(handle)
+    state["clip_statistics"] = readout.to_state() if readout.weight else None
+    state["detection_thresholds"] = detection_thresholds(config["detection_threshold"], labels, probabilities,
+                                                         config["detection_false_alarm_rate"])
+    with atomic_open(best) as output:
+        pickle.dump(state, output, protocol=pickle.HIGHEST_PROTOCOL)
+    log.info("Clip probabilities: masks with weight %.3f on the clip statistics' read-out (validation weighted AUC "
+             "%.4f; masks alone %.4f)", readout.weight, tagging_metrics(labels, probabilities, classes)
+             .get("weighted_auc", np.nan), tagging_metrics(labels, mask_probabilities, classes)
+             .get("weighted_auc", np.nan))
+
+
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
     """Trains the joint model on the clips of `config`, scores its best model on the test clips
     and returns the Sacred result: tagging metrics and event separation medians with counts."""
@@ -227,7 +267,9 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                              tensorboard_dir, model_spec, description, config["batch_size"], config["max_epochs"],
                              config["patience"], config["selection_metric"], config["summary_every"], seed,
                              on_epoch_end=log_epoch, chief=chief,
-                             augmentation=Augmentation.of(config, data.standardisation))
+                             augmentation=Augmentation.of(config, data.standardisation),
+                             thresholds_of=functools.partial(detection_thresholds, config["detection_threshold"],
+                                                             false_alarm_rate=config["detection_false_alarm_rate"]))
     run.info.update({"checkpoint_dir": os.path.abspath(checkpoint_dir),
                      "tensorboard_dir": os.path.abspath(tensorboard_dir), "data_folder": description["data_folder"]})
     if config["resume"]:
@@ -238,6 +280,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         return {}
 
     best = solver.checkpoint_path("best")
+    settle_detection(config, data, floor, best, log)
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
     test_floor = floor_tagging_of(floor, data, "test")
@@ -247,9 +290,11 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
                            "test_clips": events, "checkpoint": os.path.abspath(best),
                            "epoch_seconds": epoch_seconds, "train_clips": len(splits["train"])}
     overall = summary["all"]
-    log.info("Test: weighted AUC %.4f, mAP %.4f, EER %.4f (linear floor: weighted AUC %.4f, mAP %.4f); event SDR "
-             "median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false alarms",
-             test_tagging.get("weighted_auc", np.nan), test_tagging.get("mean_average_precision", np.nan),
+    masks_alone = test_tagging.get("masks", test_tagging)
+    log.info("Test: weighted AUC %.4f (masks alone %.4f), mAP %.4f, EER %.4f (linear floor: weighted AUC %.4f, mAP "
+             "%.4f); event SDR median %.2f dB (mixture %.2f, ideal binary mask %.2f), %d of %d events missed, %d false "
+             "alarms", test_tagging.get("weighted_auc", np.nan), masks_alone.get("weighted_auc", np.nan),
+             test_tagging.get("mean_average_precision", np.nan),
              test_tagging.get("mean_eer", np.nan), test_floor.get("weighted_auc", np.nan),
              test_floor.get("mean_average_precision", np.nan), overall.get("separated_median_SDR", np.nan),
              overall.get("mixture_median_SDR", np.nan), overall.get("oracle_ibm_median_SDR", np.nan),
@@ -260,6 +305,8 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         run.add_artifact(best, "best.pkl")
     return {"weak_label": {**{f"test_{key}": test_tagging[key] for key in
                               ("weighted_auc", "mean_average_precision", "mean_eer") if key in test_tagging},
+                           **({"test_masks_weighted_auc": masks_alone["weighted_auc"]}
+                              if "weighted_auc" in masks_alone else {}),
                            **{f"test_floor_{key}": test_floor[key] for key in
                               ("weighted_auc", "mean_average_precision") if key in test_floor},
                            **{f"event_{key}": value for key, value in overall.items() if is_event_result(key)},
