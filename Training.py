@@ -121,15 +121,15 @@ def config():
     lr_decay_epochs = 50  # the learning rate is multiplied by lr_decay_factor every this many epochs
     lr_decay_factor = 0.5
     selection_metric = "loss"  # validation metric that picks the best model: "loss" or "weighted_auc"
-    detection_threshold = "validation_eer"  # when a class counts as present and is separated: a clip
-    # probability, "validation_eer" (per class, the equal-error point on the validation split) or
-    # "validation_false_alarms" (per class, the lowest threshold that at most detection_false_alarm_rate of
-    # the validation clips without the class reach: recall for a known share of false alarms)
-    detection_false_alarm_rate = 0.1
-    clip_statistics_weight = 0.0  # w in logit p = (1 - w) logit p_masks + w logit p_statistics: clip
-    # probabilities fuse a linear read-out of pooled log-mel statistics (the linear floor's model, fitted on
-    # the training clips after training) with the masks'; "validation": the best of 0-0.5 on validation
-    # (Models/weak_label/clip_statistics.py); 0: the masks alone (the papers)
+    detection_threshold = "validation_eer"  # clip probability from which a class is present and separated
+    # (one for all classes), or per class "validation_eer" (the equal-error point on the validation split) or
+    # "validation_false_alarms" (halfway above the highest validation clip without the class that must stay
+    # undetected for at most detection_false_alarm_rate of them to be: recall for a known share of false alarms)
+    detection_false_alarm_rate = 0.1  # share of validation clips without a class that "validation_false_alarms" detects
+    clip_statistics_weight = 0.0  # weight w of the clip statistics in the clip probabilities (0: masks alone)
+    # logit p = (1 - w) logit p_masks + w logit p_statistics, p_statistics from the linear floor's model
+    # (pooled log-mel statistics) fitted on the training clips after training; "validation": the best of
+    # 0, 0.125, ..., 0.5 on the validation split (Models/weak_label/clip_statistics.py)
     mask_exponent = 1.0  # separation uses mask ** mask_exponent (> 1 sharpens soft masks: less interference)
     mask_dilation = [1, 1]  # separation first takes each mask value's maximum over a window of [frames, mel
     #                         bands] around it (odd sizes; [1, 1]: none): rank-pooled masks light few bins
