@@ -30,6 +30,11 @@ def is_finite_non_negative(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
 
 
+def is_share(value) -> bool:
+    """Whether `value` is a number (not a bool) in [0, 1]: a probability, a rate or a weight."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
+
+
 def is_odd_window(value, axes: int) -> bool:
     """Whether `value` is a list of `axes` positive odd integers: the sizes of a centred window."""
     return isinstance(value, (list, tuple)) and len(value) == axes and all(

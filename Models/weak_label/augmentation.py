@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from Datasets.features import LOG_MEL_FLOOR
-from Models.config_checks import is_finite_non_negative
+from Models.config_checks import is_finite_non_negative, is_share
 from Models.weak_label.model import Standardisation
 
 
@@ -85,5 +85,5 @@ def check_augmentation_keys(config: dict) -> None:
         if not is_finite_non_negative(value):
             raise ValueError(f"Config key `{key}` must be a non-negative number, got {value!r}.")
     value = config["augment_mix_probability"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_share(value):
         raise ValueError(f"Config key `augment_mix_probability` must be a probability in [0, 1], got {value!r}.")

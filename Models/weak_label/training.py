@@ -18,7 +18,7 @@ from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
-from Models.config_checks import (require_choices, require_non_negative_numbers, require_odd_window,
+from Models.config_checks import (is_share, require_choices, require_non_negative_numbers, require_odd_window,
                                   require_positive_integers)
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
@@ -63,14 +63,14 @@ def check_config(config: dict) -> None:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
     check_distribution(config["distribution"], config["devices"])
     threshold = config["detection_threshold"]
-    if threshold not in DETECTION_RULES and not _is_probability(threshold):
+    if threshold not in DETECTION_RULES and not is_share(threshold):
         raise ValueError(f"Config key `detection_threshold` must be a probability or one of "
                          f"{', '.join(map(repr, DETECTION_RULES))}, got {threshold!r}.")
-    if not _is_probability(config["detection_false_alarm_rate"]):
+    if not is_share(config["detection_false_alarm_rate"]):
         raise ValueError(f"Config key `detection_false_alarm_rate` must be a share in [0, 1], "
                          f"got {config['detection_false_alarm_rate']!r}.")
     weight = config["clip_statistics_weight"]
-    if weight != "validation" and not _is_probability(weight):
+    if weight != "validation" and not is_share(weight):
         raise ValueError(f"Config key `clip_statistics_weight` must be a weight in [0, 1] or 'validation', "
                          f"got {weight!r}.")
     if config["weak_label_recipe"] not in ("demo",) and not config["data_root"]:
@@ -78,10 +78,6 @@ def check_config(config: dict) -> None:
                          "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
     if config["data_root"] and not os.path.isdir(config["data_root"]):
         raise FileNotFoundError(f"Config key `data_root`: '{config['data_root']}' is not a folder.")
-
-
-def _is_probability(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float:
