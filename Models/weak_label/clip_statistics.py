@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit, logit
 
 from Models.weak_label.linear_floor import LinearFloor, pooled_statistics
 from Models.weak_label.tagging import tagging_metrics
@@ -27,17 +28,15 @@ FUSION_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
 PROBABILITY_MARGIN = 1e-7  # probabilities are kept this far from 0 and 1, where the logit is infinite
 
 
-def logit(probabilities: np.ndarray) -> np.ndarray:
-    clipped = np.clip(np.asarray(probabilities, np.float64), PROBABILITY_MARGIN, 1.0 - PROBABILITY_MARGIN)
-    return np.log(clipped) - np.log1p(-clipped)
+def _finite_logit(probabilities: np.ndarray) -> np.ndarray:
+    return logit(np.clip(np.asarray(probabilities, np.float64), PROBABILITY_MARGIN, 1.0 - PROBABILITY_MARGIN))
 
 
 def fuse(mask_probabilities: np.ndarray, statistics_probabilities: np.ndarray, weight: float) -> np.ndarray:
     """The clip probabilities of the formula above; `weight` 0 returns the masks' unchanged."""
     if weight == 0:
         return np.asarray(mask_probabilities, np.float64)
-    fused = (1.0 - weight) * logit(mask_probabilities) + weight * logit(statistics_probabilities)
-    return 1.0 / (1.0 + np.exp(-fused))
+    return expit((1.0 - weight) * _finite_logit(mask_probabilities) + weight * _finite_logit(statistics_probabilities))
 
 
 def choose_weight(labels: np.ndarray, mask_probabilities: np.ndarray, statistics_probabilities: np.ndarray,
@@ -72,7 +71,7 @@ class ClipStatisticsReadout:
     def probabilities(self, log_mels: list[np.ndarray]) -> np.ndarray:
         """(clips, classes): the read-out's own probabilities of each clip's (frames, mels) log-mel."""
         standardised = (pooled_statistics(log_mels) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(standardised @ self.coefficients + self.intercepts)))
+        return expit(standardised @ self.coefficients + self.intercepts)
 
     def fuse(self, mask_probabilities: np.ndarray, log_mels: list[np.ndarray]) -> np.ndarray:
         return fuse(mask_probabilities, self.probabilities(log_mels), self.weight)

@@ -201,21 +201,20 @@ def settle_detection(config: dict, data: ClipFeatures, floor: LinearFloor, best:
     validation clips, whole as separation sees them."""
     _, mask_probabilities = clip_probabilities(load_event_separator(best), data.splits["valid"])
     labels, classes = data.labelled["valid"].labels, data.clips.classes
-    readout = ClipStatisticsReadout.of(floor, 0.0)
-    statistics_probabilities = readout.probabilities(data.log_mels["valid"])
+    statistics_probabilities = floor.probabilities(data.log_mels["valid"])
     weight = config["clip_statistics_weight"]
-    readout.weight = choose_weight(labels, mask_probabilities, statistics_probabilities, classes) \
+    weight = choose_weight(labels, mask_probabilities, statistics_probabilities, classes) \
         if weight == "validation" else float(weight)
-    probabilities = fuse(mask_probabilities, statistics_probabilities, readout.weight)
+    probabilities = fuse(mask_probabilities, statistics_probabilities, weight)
     with open(best, "rb") as handle:
         state = pickle.load(handle)
-    state["clip_statistics"] = readout.to_state() if readout.weight else None
+    state["clip_statistics"] = ClipStatisticsReadout.of(floor, weight).to_state() if weight else None
     state["detection_thresholds"] = detection_thresholds(config["detection_threshold"], labels, probabilities,
                                                          config["detection_false_alarm_rate"])
     with atomic_open(best) as output:
         pickle.dump(state, output, protocol=pickle.HIGHEST_PROTOCOL)
     log.info("Clip probabilities: masks with weight %.3f on the clip statistics' read-out (validation weighted AUC "
-             "%.4f; masks alone %.4f)", readout.weight, tagging_metrics(labels, probabilities, classes)
+             "%.4f; masks alone %.4f)", weight, tagging_metrics(labels, probabilities, classes)
              .get("weighted_auc", np.nan), tagging_metrics(labels, mask_probabilities, classes)
              .get("weighted_auc", np.nan))
 
