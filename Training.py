@@ -129,7 +129,8 @@ def config():
     clip_statistics_weight = 0.0  # weight w of the clip statistics in the clip probabilities (0: masks alone)
     # logit p = (1 - w) logit p_masks + w logit p_statistics, p_statistics from the linear floor's model
     # (pooled log-mel statistics) fitted on the training clips after training; "validation": the best of
-    # 0, 0.125, ..., 0.5 on the validation split (Models/weak_label/clip_statistics.py)
+    # 0, 0.125, ..., 0.5 by the validation split's weighted AUC, "validation_per_class": each class's best by its
+    # own validation AUC (Models/weak_label/clip_statistics.py)
     mask_exponent = 1.0  # separation uses mask ** mask_exponent (> 1 sharpens soft masks: less interference)
     mask_dilation = [1, 1]  # separation first takes each mask value's maximum over a window of [frames, mel
     #                         bands] around it (odd sizes; [1, 1]: none): rank-pooled masks light few bins

@@ -28,11 +28,17 @@ Results go to `<output>/results.json` after every run (atomically); a rerun skip
 there, so an interrupted benchmark continues.
 
 `--rescore FOLDER` trains nothing: it scores the best models recorded in FOLDER/results.json
-again, on their test and validation splits, separating with the settings of `--with` (only
-mask_exponent, mask_dilation and background_gate_db), and tabulates them as above:
+again, on their test and validation splits, with the settings of `--with` (only those that
+leave the trained masks alone: how they separate, mask_exponent, mask_dilation and
+background_gate_db, and which classes count as present, clip_statistics_weight,
+detection_threshold and detection_false_alarm_rate, which settle anew on the validation split
+as training settles them; the run's config.json gives the ones not named), and tabulates them
+as above:
 
     python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --rescore .cache/weak_label_dev_set \
         --with background_gate_db=0 --output .cache/weak_label_dev_set_no_gate
+    python benchmarks/weak_label_dev_set.py --data-root .cache/weak_dev --rescore .cache/weak_label_dev_set \
+        --with clip_statistics_weight='"validation_per_class"' --output .cache/weak_label_dev_set_per_class
 """
 from __future__ import annotations
 
@@ -74,15 +80,24 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
             "per_class": per_class}
 
 
-def split_reports(separator, splits: tuple[str, ...]) -> dict:
+def split_reports(separator, splits: tuple[str, ...], detection: dict | None = None) -> dict:
     """`report` of a loaded event separator on each of `splits` of the clips it was trained on,
-    beside the linear floor trained (once) on their training split."""
+    beside the linear floor trained (once) on their training split; with `detection` (the keys
+    of DETECTION_KEYS), which classes count as present is first settled anew on the validation split."""
+    from dataclasses import replace
+
     from Datasets.weak_label import load_clips
+    from Models.weak_label.detection import settle_detection
     from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
     from Models.weak_label.separation import score_clips
 
     clips = load_clips(separator.data_folder, separator.classes)
     floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+    if detection:
+        valid = clips.split("valid")
+        readout, thresholds, _ = settle_detection(separator, valid, clips_log_mels_and_labels(
+            valid, separator.settings)[0], floor, detection)
+        separator = replace(separator, clip_statistics=readout, thresholds=thresholds)
     reports = {}
     for split in splits:
         chosen = clips.split(split)
@@ -108,15 +123,47 @@ def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
 
 
 SEPARATION_KEYS = ("mask_exponent", "mask_dilation", "background_gate_db")
+DETECTION_KEYS = ("clip_statistics_weight", "detection_threshold", "detection_false_alarm_rate")
 
 
-def rescore(run: dict, separation: dict) -> dict:
-    """A recorded run with its test and validation figures scored again, its best model
-    separating with `separation` (keys of SEPARATION_KEYS)."""
+def recorded_checkpoint(run: dict, folder: str) -> str:
+    """The run's best checkpoint: where it was recorded, or in FOLDER/checkpoints where the
+    results folder has moved."""
+    if os.path.isfile(run["checkpoint"]):
+        return run["checkpoint"]
+    moved = os.path.join(folder, "checkpoints", *run["checkpoint"].split(os.sep)[-2:])
+    if not os.path.isfile(moved):
+        raise FileNotFoundError(f"The best checkpoint of a recorded run is neither at '{run['checkpoint']}' nor at "
+                                f"'{moved}': score only results whose checkpoints are kept.")
+    return moved
+
+
+def detection_settings(checkpoint: str, updates: dict) -> dict:
+    """The detection keys of a run's config.json with `updates` (keys of DETECTION_KEYS) in
+    their place, checked as Training.py checks them."""
+    from Models.weak_label.detection import check_detection_keys
+
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
+    with open(config_path) as handle:
+        settings = {**json.load(handle), **updates}
+    missing = [key for key in DETECTION_KEYS if key not in settings]
+    if missing:
+        raise ValueError(f"'{config_path}' has no {', '.join(missing)} (recorded before they existed): pass them "
+                         "with --with.")
+    check_detection_keys(settings)
+    return {key: settings[key] for key in DETECTION_KEYS}
+
+
+def rescore(run: dict, folder: str, separation: dict, detection: dict) -> dict:
+    """A recorded run (of results FOLDER) with its test and validation figures scored again,
+    its best model separating with `separation` (keys of SEPARATION_KEYS) and, where `detection`
+    names keys of DETECTION_KEYS, detecting classes as settled anew with them."""
     from Models.checkpoint import load_event_separator
 
-    separator = load_event_separator(run["checkpoint"], **separation)
-    return {**run, **split_reports(separator, ("test", "valid"))}
+    checkpoint = recorded_checkpoint(run, folder)
+    separator = load_event_separator(checkpoint, **separation)
+    settings = detection_settings(checkpoint, detection) if detection else None
+    return {**run, **split_reports(separator, ("test", "valid"), settings)}
 
 
 def _spread(values: list[float], digits: int = 3) -> str:
@@ -209,8 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="a Training.py config key for every run (JSON value); repeatable")
     parser.add_argument("--output", default=os.path.join(".cache", "weak_label_dev_set"))
     parser.add_argument("--rescore", metavar="FOLDER",
-                        help="train nothing: score the runs of FOLDER/results.json again with the separation "
-                             f"settings of --with ({', '.join(SEPARATION_KEYS)})")
+                        help="train nothing: score the runs of FOLDER/results.json again with the settings of "
+                             f"--with ({', '.join(SEPARATION_KEYS + DETECTION_KEYS)})")
     arguments = parser.parse_args(argv)
     if arguments.rescore:
         return rescore_folder(arguments, parser)
@@ -241,18 +288,24 @@ def rescore_folder(arguments, parser: argparse.ArgumentParser) -> dict:
     source = os.path.join(arguments.rescore, "results.json")
     if not os.path.isfile(source):
         parser.error(f"--rescore {arguments.rescore}: there is no results.json there to score again.")
-    separation = config_updates(arguments.updates, parser)
-    unknown = sorted(set(separation) - set(SEPARATION_KEYS))
+    updates = config_updates(arguments.updates, parser)
+    unknown = sorted(set(updates) - set(SEPARATION_KEYS + DETECTION_KEYS))
     if unknown:
-        parser.error(f"--rescore takes only the separation settings {', '.join(SEPARATION_KEYS)} in --with, "
-                     f"not {', '.join(unknown)}: train anew for those.")
+        parser.error(f"--rescore takes only the settings that leave the trained masks alone in --with "
+                     f"({', '.join(SEPARATION_KEYS + DETECTION_KEYS)}), not {', '.join(unknown)}: train anew for those.")
+    separation = {key: value for key, value in updates.items() if key in SEPARATION_KEYS}
+    detection = {key: value for key, value in updates.items() if key in DETECTION_KEYS}
     with open(source) as handle:
         recorded = json.load(handle)
     saved = ResultsFile(arguments.output, {"rescored": os.path.abspath(source), "of": recorded["settings"],
-                                           "separation": separation}, parser)
+                                           "separation": separation, **({"detection": detection} if detection else {})},
+                        parser)
     for key, run in recorded["runs"].items():
         if key not in saved.runs:
-            saved.save(key, rescore(run, separation))
+            try:
+                saved.save(key, rescore(run, arguments.rescore, separation, detection))
+            except (FileNotFoundError, ValueError) as error:
+                parser.error(f"--rescore {arguments.rescore}, run '{key}': {error}")
     print(table(saved.runs))
     print()
     print(class_table(saved.runs))

@@ -144,6 +144,10 @@ def test_clip_statistics_readout_is_the_fitted_floor_and_fuses_in_the_logit_doma
     odds = (masks / (1 - masks)) ** 0.75 * (statistics / (1 - statistics)) ** 0.25  # the weighted logits, as odds
     np.testing.assert_allclose(readout.fuse(masks, log_mels), odds / (1 + odds), rtol=1e-9)
     assert np.all(np.isfinite(fuse(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]), 0.5)))  # no infinite logit
+    per_class = ClipStatisticsReadout.from_state(ClipStatisticsReadout.of(floor, np.array([0.0, 0.5])).to_state())
+    fused = per_class.fuse(masks, log_mels)  # a weight per class weighs each class's column alone
+    np.testing.assert_allclose(fused[:, 0], masks[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(fused[:, 1], fuse(masks, statistics, 0.5)[:, 1], rtol=1e-12)
 
 
 def test_the_fusion_weight_is_chosen_on_validation_auc_and_the_smaller_wins_ties():
@@ -157,6 +161,24 @@ def test_the_fusion_weight_is_chosen_on_validation_auc_and_the_smaller_wins_ties
     statistics = 1 / (1 + np.exp(-(labels * np.array([0.3, 3.0]) + noise[1])))
     assert choose_weight(labels, masks, statistics, ["a", "b"]) in (0.375, 0.5)
     assert choose_weight(labels, masks, masks, ["a", "b"]) == 0.0  # every weight ranks alike: the masks alone
+
+
+def test_per_class_fusion_weights_follow_each_class_validation_auc():
+    from Models.weak_label.clip_statistics import choose_class_weights, choose_weight, settled_weight
+
+    rng = np.random.default_rng(3)
+    labels = rng.random((300, 3)) < 0.5
+    labels[:, 2] = False  # no clip with the third class: no AUC to choose by
+    noise = rng.standard_normal((2, 300, 3))
+    # the masks rank class a almost perfectly and class b barely; the statistics the other way round
+    masks = 1 / (1 + np.exp(-(labels * np.array([6.0, 0.2, 0.0]) + noise[0])))
+    statistics = 1 / (1 + np.exp(-(labels * np.array([0.2, 6.0, 0.0]) + noise[1])))
+    weights = choose_class_weights(labels, masks, statistics, ["a", "b", "c"])
+    assert weights[0] < weights[1] and weights[1] == 0.5
+    assert weights[2] == choose_weight(labels, masks, statistics, ["a", "b", "c"])
+    np.testing.assert_array_equal(settled_weight("validation_per_class", labels, masks, statistics, ["a", "b", "c"]),
+                                  weights)
+    assert settled_weight(0.25, labels, masks, statistics, ["a", "b", "c"]) == 0.25
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,10 +358,23 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
     assert ungated["test"]["weighted_auc"] == figures["test"]["weighted_auc"]
     assert ungated["test"]["event_sdr"] != figures["test"]["event_sdr"]
     assert ungated["checkpoint"] == checkpoint and ungated["epoch_seconds"] == figures["epoch_seconds"]
+    # ... and detecting by the masks alone (weak_label_demo fuses the clip statistics), at another false-alarm
+    # rate, settled anew on validation: other tags from the same masks
+    masks_alone = weak_label_dev_set.main(rescore[:-1] + [str(tmp_path / "masks"), "--with", "clip_statistics_weight=0",
+                                                          "--with", "detection_false_alarm_rate=0.2"])
+    masks_alone = masks_alone["gwrp split=0 seed=3"]
+    assert figures["test"]["weighted_auc"] != figures["test"]["masks_weighted_auc"]
+    assert masks_alone["test"]["weighted_auc"] == masks_alone["test"]["masks_weighted_auc"] \
+        == figures["test"]["masks_weighted_auc"]
+    assert masks_alone["valid"]["false_alarms"] == sum(int(0.2 * (18 - entry["events"]))
+                                                       for entry in masks_alone["valid"]["per_class"].values())
     capsys.readouterr()
     with pytest.raises(SystemExit):
         weak_label_dev_set.main(rescore + ["--with", "learning_rate=0.1"])
-    assert "--rescore takes only the separation settings" in capsys.readouterr().err
+    assert "--rescore takes only the settings that leave the trained masks alone" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        weak_label_dev_set.main(rescore[:-1] + [str(tmp_path / "bad"), "--with", "detection_false_alarm_rate=2"])
+    assert "`detection_false_alarm_rate` must be a share in [0, 1]" in capsys.readouterr().err
 
     os.remove(checkpoint)  # a rerun takes the saved results instead of training again
     assert weak_label_dev_set.main(arguments)["gwrp split=0 seed=3"] == figures

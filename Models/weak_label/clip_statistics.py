@@ -12,7 +12,10 @@ which classes are separated can take both, in the logit domain:
 The read-out is the floor's model fitted on the training clips, after the masks are trained
 (they are trained alone: their separation does not change, only which classes count as
 present). `w` is a config key; "validation" takes the weight of FUSION_WEIGHTS with the best
-weighted AUC on the validation split, the smaller one on a tie (0: the masks alone).
+weighted AUC on the validation split, the smaller one on a tie (0: the masks alone);
+"validation_per_class" takes each class's own best by its validation AUC, so a class the
+statistics rank well (a kick standing above the music's bass) can lean on them while another
+keeps its masks' ranking, at the price of a choice that rests on that class's few validation clips.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from Models.weak_label.linear_floor import LinearFloor, pooled_statistics
 from Models.weak_label.tagging import tagging_metrics
 
 FUSION_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
+FUSION_RULES = ("validation", "validation_per_class")
 PROBABILITY_MARGIN = 1e-7  # probabilities are kept this far from 0 and 1, where the logit is infinite
 
 
@@ -32,9 +36,11 @@ def _finite_logit(probabilities: np.ndarray) -> np.ndarray:
     return logit(np.clip(np.asarray(probabilities, np.float64), PROBABILITY_MARGIN, 1.0 - PROBABILITY_MARGIN))
 
 
-def fuse(mask_probabilities: np.ndarray, statistics_probabilities: np.ndarray, weight: float) -> np.ndarray:
-    """The clip probabilities of the formula above; `weight` 0 returns the masks' unchanged."""
-    if weight == 0:
+def fuse(mask_probabilities: np.ndarray, statistics_probabilities: np.ndarray, weight) -> np.ndarray:
+    """The clip probabilities of the formula above, with one weight or one per class; weight 0
+    returns the masks' unchanged."""
+    weight = np.asarray(weight, np.float64)
+    if not np.any(weight):
         return np.asarray(mask_probabilities, np.float64)
     return expit((1.0 - weight) * _finite_logit(mask_probabilities) + weight * _finite_logit(statistics_probabilities))
 
@@ -49,24 +55,48 @@ def choose_weight(labels: np.ndarray, mask_probabilities: np.ndarray, statistics
     return FUSION_WEIGHTS[int(np.argmax(scores))]
 
 
+def choose_class_weights(labels: np.ndarray, mask_probabilities: np.ndarray, statistics_probabilities: np.ndarray,
+                         classes: list[str]) -> np.ndarray:
+    """(classes,): per class, the weight of FUSION_WEIGHTS with its best AUC on these
+    (validation) clips, the smaller one on a tie (to 3 decimals); a class without an AUC there
+    takes the weight that `choose_weight` gives all classes."""
+    common = choose_weight(labels, mask_probabilities, statistics_probabilities, classes)
+    per_weight = [tagging_metrics(labels, fuse(mask_probabilities, statistics_probabilities, weight), classes)
+                  ["per_class"] for weight in FUSION_WEIGHTS]
+    return np.array([FUSION_WEIGHTS[int(np.argmax([round(scores[name]["auc"], 3) for scores in per_weight]))]
+                     if "auc" in per_weight[0][name] else common for name in classes])
+
+
+def settled_weight(setting, labels: np.ndarray, mask_probabilities: np.ndarray,
+                   statistics_probabilities: np.ndarray, classes: list[str]):
+    """The weight a `clip_statistics_weight` setting gives on these (validation) clips: a number
+    as it is, a rule of FUSION_RULES as chosen there (one weight, or one per class)."""
+    if setting == "validation":
+        return choose_weight(labels, mask_probabilities, statistics_probabilities, classes)
+    if setting == "validation_per_class":
+        return choose_class_weights(labels, mask_probabilities, statistics_probabilities, classes)
+    return float(setting)
+
+
 @dataclass
 class ClipStatisticsReadout:
     """The floor's fitted model as plain arrays (a checkpoint needs no scikit-learn objects)
-    with its fusion weight."""
+    with its fusion weight: one for all classes, or one per class."""
 
     mean: np.ndarray  # (features,): the standardisation of the pooled statistics
     scale: np.ndarray  # (features,)
     coefficients: np.ndarray  # (features, classes)
     intercepts: np.ndarray  # (classes,)
-    weight: float
+    weight: float | np.ndarray
 
     @classmethod
-    def of(cls, floor: LinearFloor, weight: float) -> "ClipStatisticsReadout":
+    def of(cls, floor: LinearFloor, weight) -> "ClipStatisticsReadout":
         pipelines = floor.classifier.estimators_
         scaler = pipelines[0][0]  # every class's pipeline standardises the same features alike
         return cls(scaler.mean_.copy(), scaler.scale_.copy(),
                    np.stack([pipeline[-1].coef_[0] for pipeline in pipelines], axis=1),
-                   np.array([pipeline[-1].intercept_[0] for pipeline in pipelines]), float(weight))
+                   np.array([pipeline[-1].intercept_[0] for pipeline in pipelines]),
+                   float(weight) if np.ndim(weight) == 0 else np.asarray(weight, np.float64))
 
     def probabilities(self, log_mels: list[np.ndarray]) -> np.ndarray:
         """(clips, classes): the read-out's own probabilities of each clip's (frames, mels) log-mel."""

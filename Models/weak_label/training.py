@@ -18,19 +18,18 @@ from Datasets.mel_cache import clip_mels, fit_frames
 from Datasets.weak_label import RECIPES, cache_folder, load_clips, prepare
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.checkpoint import load_event_separator, save_config
-from Models.config_checks import (is_share, require_choices, require_non_negative_numbers, require_odd_window,
+from Models.config_checks import (require_choices, require_non_negative_numbers, require_odd_window,
                                   require_positive_integers)
 from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
-from Models.weak_label.clip_statistics import ClipStatisticsReadout, choose_weight, fuse
+from Models.weak_label.detection import check_detection_keys, settle_detection
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
 from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
-from Models.weak_label.separation import (check_background_gate, clip_probabilities, is_event_result, mel_power,
-                                          score_clips)
+from Models.weak_label.separation import check_background_gate, is_event_result, mel_power, score_clips
 from Models.weak_label.prior_bias import start_at_priors
 from Models.weak_label.solver import SELECTION_METRICS, JointModel, LabelledFeatures, WeakLabelSolver
-from Models.weak_label.tagging import DETECTION_RULES, detection_thresholds, tagging_metrics, undefined_auc_classes
+from Models.weak_label.tagging import detection_thresholds, undefined_auc_classes
 
 MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember that recording
 
@@ -62,17 +61,7 @@ def check_config(config: dict) -> None:
         if not 0 <= config[key] <= 1:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
     check_distribution(config["distribution"], config["devices"])
-    threshold = config["detection_threshold"]
-    if threshold not in DETECTION_RULES and not is_share(threshold):
-        raise ValueError(f"Config key `detection_threshold` must be a probability or one of "
-                         f"{', '.join(map(repr, DETECTION_RULES))}, got {threshold!r}.")
-    if not is_share(config["detection_false_alarm_rate"]):
-        raise ValueError(f"Config key `detection_false_alarm_rate` must be a share in [0, 1], "
-                         f"got {config['detection_false_alarm_rate']!r}.")
-    weight = config["clip_statistics_weight"]
-    if weight != "validation" and not is_share(weight):
-        raise ValueError(f"Config key `clip_statistics_weight` must be a weight in [0, 1] or 'validation', "
-                         f"got {weight!r}.")
+    check_detection_keys(config)
     if config["weak_label_recipe"] not in ("demo",) and not config["data_root"]:
         raise ValueError(f"weak_label_recipe={config['weak_label_recipe']!r} needs `data_root`: the folder of its "
                          "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
@@ -195,28 +184,19 @@ def floor_tagging_of(floor: LinearFloor, data: ClipFeatures, split: str) -> dict
     return floor.tagging(data.log_mels[split], data.labelled[split].labels, data.clips.classes)
 
 
-def settle_detection(config: dict, data: ClipFeatures, floor: LinearFloor, best: str, log) -> None:
-    """Completes the best checkpoint's tagging: the clip statistics' read-out (`clip_statistics.py`)
-    with its weight, and the detection thresholds of the clip probabilities it then gives on the
-    validation clips, whole as separation sees them."""
-    _, mask_probabilities = clip_probabilities(load_event_separator(best), data.splits["valid"])
-    labels, classes = data.labelled["valid"].labels, data.clips.classes
-    statistics_probabilities = floor.probabilities(data.log_mels["valid"])
-    weight = config["clip_statistics_weight"]
-    weight = choose_weight(labels, mask_probabilities, statistics_probabilities, classes) \
-        if weight == "validation" else float(weight)
-    probabilities = fuse(mask_probabilities, statistics_probabilities, weight)
+def settle_detection_into(best: str, config: dict, data: ClipFeatures, floor: LinearFloor, log) -> None:
+    """Completes the best checkpoint's tagging (`detection.settle_detection`): the clip
+    statistics' read-out with its weight and the detection thresholds, settled on the validation clips."""
+    readout, thresholds, aucs = settle_detection(load_event_separator(best), data.splits["valid"],
+                                                 data.log_mels["valid"], floor, config)
     with open(best, "rb") as handle:
         state = pickle.load(handle)
-    state["clip_statistics"] = ClipStatisticsReadout.of(floor, weight).to_state() if weight else None
-    state["detection_thresholds"] = detection_thresholds(config["detection_threshold"], labels, probabilities,
-                                                         config["detection_false_alarm_rate"])
+    state["clip_statistics"] = readout.to_state() if readout else None
+    state["detection_thresholds"] = thresholds
     with atomic_open(best) as output:
         pickle.dump(state, output, protocol=pickle.HIGHEST_PROTOCOL)
-    log.info("Clip probabilities: masks with weight %.3f on the clip statistics' read-out (validation weighted AUC "
-             "%.4f; masks alone %.4f)", weight, tagging_metrics(labels, probabilities, classes)
-             .get("weighted_auc", np.nan), tagging_metrics(labels, mask_probabilities, classes)
-             .get("weighted_auc", np.nan))
+    log.info("Clip probabilities: masks with weight %s on the clip statistics' read-out (validation weighted AUC "
+             "%.4f; masks alone %.4f)", np.round(readout.weight, 3) if readout else 0, aucs["fused"], aucs["masks"])
 
 
 def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str) -> dict:
@@ -275,7 +255,7 @@ def train(config: dict, run, log, seed: int, run_name: str, checkpoint_dir: str)
         return {}
 
     best = solver.checkpoint_path("best")
-    settle_detection(config, data, floor, best, log)
+    settle_detection_into(best, config, data, floor, log)
     separator = load_event_separator(best)
     events, test_tagging, summary = score_clips(separator, splits["test"])
     test_floor = floor_tagging_of(floor, data, "test")
