@@ -2,8 +2,15 @@
 up before TensorFlow starts: one supervised step, one critic iteration, one semi-supervised
 separator step and one weak-label step on one device (no strategy) and on two replicas
 (MirroredStrategy over two logical CPUs), from the same weights, batches and noise (the
-weak-label model without dropout, with synchronized batch normalisation). Prints the largest
-relative weight difference and loss difference after each step, as JSON."""
+weak-label model without dropout, with synchronized batch normalisation). Prints, after each
+step as JSON, the loss difference, the largest relative weight difference and how many weight
+values (of how many) differ by more than OFF of their tensor's largest magnitude.
+
+Why a count as well as the largest difference: Adam's first step moves every weight by about
+lr * sign(gradient), so a gradient that is zero up to float32 rounding steps one way or the
+other with the order of the sums (seen once in CI: the critic's largest difference 0.059, two
+learning rates over its kernel's largest weight). A replica bug (a slice lost, a sum not
+averaged) moves most weights; rounding moves one of the hundreds or thousands here."""
 import json
 import os
 import sys
@@ -47,8 +54,14 @@ def weights(model):
     return [w.numpy() for w in model.separator.weights] + [w.numpy() for c in model.critics.values() for w in c.weights]
 
 
-def relative_difference(first, second):
-    return max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12)) for a, b in zip(first, second))
+OFF = 1e-5
+
+
+def differences(first, second) -> dict:
+    relative = [np.abs(a - b) / max(float(np.max(np.abs(a))), 1e-12) for a, b in zip(first, second)]
+    return {"relative_weight_difference": max(float(np.max(values)) for values in relative),
+            "weights_off": sum(int(np.sum(values > OFF)) for values in relative),
+            "weights": sum(values.size for values in relative)}
 
 
 TWO_CPUS = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -66,7 +79,7 @@ for step in ("supervised", "critic", "separator"):
         else:
             metrics = candidate.separator_step(mixture, sources, unpaired[1][0])
         losses.append({name: float(value) for name, value in metrics.items()})
-    report[step] = {"relative_weight_difference": relative_difference(weights(single), weights(mirrored)),
+    report[step] = {**differences(weights(single), weights(mirrored)),
                     "loss_difference": max(abs(losses[0][k] - losses[1][k]) for k in losses[0])}
 WEAK_LABEL_SPEC = {"num_mels": 16, "num_classes": 3, "classifier_kind": "gwrp", "classifier_options": {"decay": 0.9},
                    "mask_options": {"setting": "thesis", "channels": 4, "num_blocks": 2, "dropout": 0.0,
@@ -84,6 +97,6 @@ for strategy in (None, TWO_CPUS):
     with joint.averaged_weights():  # the moving average is kept the same way on every replica
         averaged = [w.numpy() for w in joint.model.weights]
     joints.append([w.numpy() for w in joint.model.weights] + averaged)
-report["weak_label"] = {"relative_weight_difference": relative_difference(*joints),
+report["weak_label"] = {**differences(*joints),
                         "loss_difference": max(abs(losses[0][k] - losses[1][k]) for k in losses[0])}
 print(json.dumps(report))
