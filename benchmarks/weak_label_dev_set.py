@@ -49,6 +49,8 @@ import os
 import sys
 from statistics import mean, pstdev
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,8 +84,9 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
 
 def split_reports(separator, splits: tuple[str, ...], detection: dict | None = None) -> dict:
     """`report` of a loaded event separator on each of `splits` of the clips it was trained on,
-    beside the linear floor trained (once) on their training split; with `detection` (the keys
-    of DETECTION_KEYS), which classes count as present is first settled anew on the validation split."""
+    beside the linear floor trained (once) on their training split, and the clip statistics'
+    weight it detects with (one, or one per class); with `detection` (the keys of
+    DETECTION_KEYS), which classes count as present is first settled anew on the validation split."""
     from dataclasses import replace
 
     from Datasets.weak_label import load_clips
@@ -98,7 +101,8 @@ def split_reports(separator, splits: tuple[str, ...], detection: dict | None = N
         readout, thresholds, _ = settle_detection(separator, valid, clips_log_mels_and_labels(
             valid, separator.settings)[0], floor, detection)
         separator = replace(separator, clip_statistics=readout, thresholds=thresholds)
-    reports = {}
+    statistics = separator.clip_statistics
+    reports = {"clip_statistics_weight": np.asarray(statistics.weight if statistics else 0.0).tolist()}
     for split in splits:
         chosen = clips.split(split)
         _, tagging, events = score_clips(separator, chosen)

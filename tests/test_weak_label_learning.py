@@ -364,6 +364,7 @@ def test_the_development_set_benchmark_reports_model_floor_and_oracles_and_resum
                                                           "--with", "detection_false_alarm_rate=0.2"])
     masks_alone = masks_alone["gwrp split=0 seed=3"]
     assert figures["test"]["weighted_auc"] != figures["test"]["masks_weighted_auc"]
+    assert len(figures["clip_statistics_weight"]) == 3 and masks_alone["clip_statistics_weight"] == 0.0  # per class
     assert masks_alone["test"]["weighted_auc"] == masks_alone["test"]["masks_weighted_auc"] \
         == figures["test"]["masks_weighted_auc"]
     assert masks_alone["valid"]["false_alarms"] == sum(int(0.2 * (18 - entry["events"]))
