@@ -78,6 +78,9 @@ def check_config(config: dict, command: str) -> None:
         from Models.weak_label.separation import check_background_gate
 
         check_background_gate(config["background_gate_db"])
+    from Models.weak_label.detection import check_detection_keys
+
+    check_detection_keys(config)
 
 
 def postfilter_for(config: dict, command: str):
@@ -101,6 +104,11 @@ def config():
     mask_exponent = None  # weak-label checkpoints: replaces the mask exponent they were trained with
     mask_dilation = None  # weak-label checkpoints: replaces their mask dilation, [frames, mel bands]
     background_gate_db = None  # weak-label checkpoints: replaces their background gate (0: none)
+    # weak-label checkpoints: which classes count as present, settled anew on the run's validation clips with these
+    # in place of the run's own (as Training.py's keys of the same names; None: as trained)
+    clip_statistics_weight = None
+    detection_threshold = None
+    detection_false_alarm_rate = None
     window_frames = None  # output frames per separator window on whole songs; None: the engine's choice
     postfilter = None  # "none" (the paper's raw magnitudes), "softmask" or "wiener"; None: none when scoring
     #                    (the paper's protocol), softmask for `separate` (the best on the demo's validation songs)
@@ -117,19 +125,35 @@ def config():
     format = "saved_model"  # for `export`: "saved_model", "tflite" or "onnx" (needs tf2onnx: pip install '.[export]')
 
 
+def load_configured(config: dict):
+    """The checkpoint's separation engine, or its event separator with the config's mask
+    settings and, where a detection key is set, detection settled anew (Models/weak_label/detection.py)."""
+    from Models.checkpoint import load_trained
+    from Models.separation import Separator
+    from Models.weak_label.detection import DETECTION_KEYS, resettled
+
+    trained = load_trained(config["checkpoint"], config["mask_exponent"], config["mask_dilation"],
+                           config["background_gate_db"])
+    detection = {key: config[key] for key in DETECTION_KEYS if config[key] is not None}
+    if not detection:
+        return trained
+    if isinstance(trained, Separator):
+        raise ValueError(f"Config key(s) {', '.join(detection)} set, but '{trained.path}' holds a separator, which "
+                         "detects nothing: they are for weak-label checkpoints.")
+    return resettled(trained, detection)
+
+
 @ex.command(unobserved=True)
-def separate(_config, checkpoint, inputs, output_dir, overwrite, skip_existing, mask_exponent, mask_dilation,
-             background_gate_db, _log):
+def separate(_config, inputs, output_dir, overwrite, skip_existing, _log):
     """Writes one WAV per source for every input file, at the input's rate and channel count,
     streaming in blocks so that memory stays flat however long the input. A file that cannot
     be read is named and skipped; the command then exits with status 1 once the others are done.
     The `separate` console command (pip install .) does the same."""
-    from Models.checkpoint import load_trained
     from Models.cli import separate_inputs
     from Models.separation import Separator
     from Models.streaming import SeparationFailed
 
-    trained = load_trained(checkpoint, mask_exponent, mask_dilation, background_gate_db)
+    trained = load_configured(_config)
     if isinstance(trained, Separator):
         trained = replace(trained, postfilter=postfilter_for(_config, "separate"))
     try:
@@ -228,13 +252,11 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
 
 
 @ex.automain
-def main(_config, checkpoint, partition, protocol, mask_exponent, mask_dilation, background_gate_db, window_frames,
-         output_dir, overwrite, _run, _log):
+def main(_config, partition, protocol, window_frames, output_dir, overwrite, _run, _log):
     from Datasets import load_dataset_for
-    from Models.checkpoint import load_trained
     from Models.separation import Separator
 
-    separator = load_trained(checkpoint, mask_exponent, mask_dilation, background_gate_db)
+    separator = load_configured(_config)
     if not isinstance(separator, Separator):
         return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
     separator = replace(separator, postfilter=postfilter_for(_config, "main"))

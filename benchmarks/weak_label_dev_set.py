@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from resumable_runs import ResultsFile, config_updates  # noqa: E402
+from Models.weak_label.detection import DETECTION_KEYS, check_detection_keys  # noqa: E402
 
 DEV_SET = {"weak_label_recipe": "generic",
            "recipe_options": {"events_per_clip": [1, 1], "ebr_db": [0, 0],
@@ -85,22 +86,18 @@ def report(tagging: dict, floor: dict, events: dict) -> dict:
 def split_reports(separator, splits: tuple[str, ...], detection: dict | None = None) -> dict:
     """`report` of a loaded event separator on each of `splits` of the clips it was trained on,
     beside the linear floor trained (once) on their training split, and the clip statistics'
-    weight it detects with (one, or one per class); with `detection` (the keys of
-    DETECTION_KEYS), which classes count as present is first settled anew on the validation split."""
-    from dataclasses import replace
-
+    weight it detects with (one, or one per class); with `detection` (keys of DETECTION_KEYS, the
+    others as the run set them), which classes count as present is first settled anew on the
+    validation split."""
     from Datasets.weak_label import load_clips
-    from Models.weak_label.detection import settle_detection
+    from Models.weak_label.detection import resettled
     from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
     from Models.weak_label.separation import score_clips
 
     clips = load_clips(separator.data_folder, separator.classes)
     floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
     if detection:
-        valid = clips.split("valid")
-        readout, thresholds, _ = settle_detection(separator, valid, clips_log_mels_and_labels(
-            valid, separator.settings)[0], floor, detection)
-        separator = replace(separator, clip_statistics=readout, thresholds=thresholds)
+        separator = resettled(separator, detection, clips, floor)
     statistics = separator.clip_statistics
     reports = {"clip_statistics_weight": np.asarray(statistics.weight if statistics else 0.0).tolist()}
     for split in splits:
@@ -127,7 +124,6 @@ def train_and_score(updates: dict, named: list[str], folder: str) -> dict:
 
 
 SEPARATION_KEYS = ("mask_exponent", "mask_dilation", "background_gate_db")
-DETECTION_KEYS = ("clip_statistics_weight", "detection_threshold", "detection_false_alarm_rate")
 
 
 def recorded_checkpoint(run: dict, folder: str) -> str:
@@ -142,32 +138,14 @@ def recorded_checkpoint(run: dict, folder: str) -> str:
     return moved
 
 
-def detection_settings(checkpoint: str, updates: dict) -> dict:
-    """The detection keys of a run's config.json with `updates` (keys of DETECTION_KEYS) in
-    their place, checked as Training.py checks them."""
-    from Models.weak_label.detection import check_detection_keys
-
-    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
-    with open(config_path) as handle:
-        settings = {**json.load(handle), **updates}
-    missing = [key for key in DETECTION_KEYS if key not in settings]
-    if missing:
-        raise ValueError(f"'{config_path}' has no {', '.join(missing)} (recorded before they existed): pass them "
-                         "with --with.")
-    check_detection_keys(settings)
-    return {key: settings[key] for key in DETECTION_KEYS}
-
-
 def rescore(run: dict, folder: str, separation: dict, detection: dict) -> dict:
     """A recorded run (of results FOLDER) with its test and validation figures scored again,
     its best model separating with `separation` (keys of SEPARATION_KEYS) and, where `detection`
     names keys of DETECTION_KEYS, detecting classes as settled anew with them."""
     from Models.checkpoint import load_event_separator
 
-    checkpoint = recorded_checkpoint(run, folder)
-    separator = load_event_separator(checkpoint, **separation)
-    settings = detection_settings(checkpoint, detection) if detection else None
-    return {**run, **split_reports(separator, ("test", "valid"), settings)}
+    separator = load_event_separator(recorded_checkpoint(run, folder), **separation)
+    return {**run, **split_reports(separator, ("test", "valid"), detection)}
 
 
 def _spread(values: list[float], digits: int = 3) -> str:
@@ -299,6 +277,10 @@ def rescore_folder(arguments, parser: argparse.ArgumentParser) -> dict:
                      f"({', '.join(SEPARATION_KEYS + DETECTION_KEYS)}), not {', '.join(unknown)}: train anew for those.")
     separation = {key: value for key, value in updates.items() if key in SEPARATION_KEYS}
     detection = {key: value for key, value in updates.items() if key in DETECTION_KEYS}
+    try:
+        check_detection_keys(detection)
+    except ValueError as error:
+        parser.error(str(error))
     with open(source) as handle:
         recorded = json.load(handle)
     saved = ResultsFile(arguments.output, {"rescored": os.path.abspath(source), "of": recorded["settings"],

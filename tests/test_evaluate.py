@@ -83,6 +83,9 @@ def test_evaluate_experiment_writes_json_pickle_and_refuses_to_overwrite(tiny_co
     assert np.isfinite(v4.result["voice_median_SDR"]) and np.isfinite(v4.result["accompaniment_median_NSDR"])
     with pytest.raises(ValueError, match="`protocol` must be one of"):
         evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "protocol": "v5"})
+    with pytest.raises(ValueError, match="detection_threshold set, but .* holds a separator"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "detection_threshold": 0.5,
+                                       "output_dir": str(tmp_path / "detection")})
 
     # the paper's protocol scores the raw magnitudes unless a post-filter is asked for
     assert report["postfilter"]["name"] == "none"

@@ -357,6 +357,24 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
         evaluation.run(config_updates={"checkpoint": checkpoint, "output_dir": str(tmp_path / "report"),
                                        "run_dir": None})
 
+    # which classes count as present, settled anew on the validation clips: the masks alone, at another false-alarm
+    # rate; the same masks and probabilities, other thresholds
+    as_trained, settled = (evaluation.run(config_updates={
+        "checkpoint": checkpoint, "output_dir": str(tmp_path / folder), "run_dir": None, "partition": "valid",
+        **updates}) for folder, updates in (("as_trained", {}), ("settled", {"clip_statistics_weight": 0.0,
+                                                                           "detection_false_alarm_rate": 0.4})))
+    with open(tmp_path / "settled" / "best_valid.json") as handle:
+        settled_report = json.load(handle)
+    assert settled_report["clip_statistics_weight"] == 0.0 and "masks" not in settled_report["tagging"]
+    assert settled.result["weighted_auc"] == pytest.approx(as_trained.result["masks_weighted_auc"], rel=1e-9)
+    assert settled.result["weighted_auc"] != pytest.approx(as_trained.result["weighted_auc"])
+    for name, events in settled_report["summary"]["events"].items():  # clips without the class: 40% detected
+        if name != "all":
+            negatives = sum(name not in clip["labels"] for clip in settled_report["clips"])
+            assert events["false_alarms"] == int(0.4 * negatives), name
+    with pytest.raises(ValueError, match="`detection_false_alarm_rate` must be a share in"):
+        evaluation.run(config_updates={"checkpoint": checkpoint, "run_dir": None, "detection_false_alarm_rate": 2})
+
     all_clips = load_clips(run.info["data_folder"])
     clips = all_clips.split("test")
     mixture, _ = soundfile.read(clips[0].mixture_path, dtype="float32")
