@@ -14,10 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from Datasets.weak_label import load_clips
+from Datasets.weak_label.folder import WeakLabelSet
 from Models.config_checks import is_share
 from Models.weak_label.clip_statistics import FUSION_RULES, ClipStatisticsReadout, fuse, settled_weight
-from Models.weak_label.linear_floor import LinearFloor
-from Models.weak_label.linear_floor import clips_log_mels_and_labels
+from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
 from Models.weak_label.separation import EventSeparator, clip_probabilities
 from Models.weak_label.tagging import DETECTION_RULES, detection_thresholds, tagging_metrics
 
@@ -77,12 +78,11 @@ def settle_detection(separator: EventSeparator, clips: list, log_mels: list[np.n
     return readout, thresholds, aucs
 
 
-def resettled(separator: EventSeparator, updates: dict, clips=None, floor: LinearFloor | None = None) -> EventSeparator:
+def resettled(separator: EventSeparator, updates: dict, clips: WeakLabelSet | None = None,
+              floor: LinearFloor | None = None) -> EventSeparator:
     """`separator` detecting as the run's detection settings with `updates` (keys of
-    DETECTION_KEYS) settle on the validation split of the clips it was trained on (`clips`,
-    their WeakLabelSet, and `floor`, fitted on their training split, where the caller has them)."""
-    from Datasets.weak_label import load_clips
-
+    DETECTION_KEYS) settle on the validation split of the clips it was trained on (`clips`, and
+    `floor` fitted on their training split, where the caller has them)."""
     settings = run_detection_settings(separator.path, updates)
     check_detection_keys(settings)
     if clips is None:
