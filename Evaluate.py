@@ -228,9 +228,7 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
               "mask_exponent": separator.mask_exponent, "mask_dilation": list(separator.mask_dilation),
               "background_gate_db": separator.background_gate_db,
               "thresholds": separator.thresholds.tolist(),
-              # one weight for all classes, or one per class
-              "clip_statistics_weight": np.asarray(separator.clip_statistics.weight if separator.clip_statistics
-                                                   else 0.0).tolist(), "clips": events,
+              "clip_statistics_weight": separator.clip_statistics_weight, "clips": events,
               "tagging": tagging, "linear_floor": floor, "summary": {"events": summary}}
     _publish(report, json_path, pickle_path, _run)
     overall = report["summary"]["events"]["all"]

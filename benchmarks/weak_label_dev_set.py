@@ -49,8 +49,6 @@ import os
 import sys
 from statistics import mean, pstdev
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -98,8 +96,7 @@ def split_reports(separator, splits: tuple[str, ...], detection: dict | None = N
     floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
     if detection:
         separator = resettled(separator, detection, clips, floor)
-    statistics = separator.clip_statistics
-    reports = {"clip_statistics_weight": np.asarray(statistics.weight if statistics else 0.0).tolist()}
+    reports = {"clip_statistics_weight": separator.clip_statistics_weight}
     for split in splits:
         chosen = clips.split(split)
         _, tagging, events = score_clips(separator, chosen)

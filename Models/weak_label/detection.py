@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from Datasets.weak_label.folder import WeakLabelSet
 from Models.config_checks import is_share
 from Models.weak_label.clip_statistics import FUSION_RULES, ClipStatisticsReadout, fuse, settled_weight
 from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
-from Models.weak_label.separation import EventSeparator, clip_probabilities
 from Models.weak_label.tagging import DETECTION_RULES, detection_thresholds, tagging_metrics
+
+if TYPE_CHECKING:  # separation imports TensorFlow; the benchmark's command line and config checks need none
+    from Models.weak_label.separation import EventSeparator
 
 DETECTION_KEYS = ("clip_statistics_weight", "detection_threshold", "detection_false_alarm_rate")
 
@@ -64,6 +67,8 @@ def settle_detection(separator: EventSeparator, clips: list, log_mels: list[np.n
     `clip_statistics_weight` gives on these (validation) `clips`, None for weight 0; the
     thresholds of its `detection_threshold` rule on the clip probabilities they then give;
     and the weighted AUC of those probabilities and of the masks' alone ("fused", "masks")."""
+    from Models.weak_label.separation import clip_probabilities
+
     _, mask_probabilities = clip_probabilities(separator, clips)
     labels = np.stack([clip.labels for clip in clips])
     statistics_probabilities = floor.probabilities(log_mels)

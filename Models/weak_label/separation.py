@@ -74,6 +74,12 @@ class EventSeparator:
     def source_names(self) -> tuple[str, ...]:
         return tuple(self.classes)
 
+    @property
+    def clip_statistics_weight(self) -> float | list[float]:
+        """The clip statistics' weight in its clip probabilities, for reports: one number, or one
+        per class; 0 where none are fused."""
+        return np.asarray(self.clip_statistics.weight if self.clip_statistics else 0.0).tolist()
+
     def model_input(self, mel: np.ndarray) -> np.ndarray:
         return self.standardisation(features.log_mel(mel)) if self.front_end == "logmel" else mel
 
