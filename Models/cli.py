@@ -2,6 +2,7 @@
 
     separate CHECKPOINT INPUT... -o OUT [--postfilter wiener] [--overwrite] [--device cpu|gpu]
              [--mask-dilation FRAMES BANDS] [--mask-exponent POWER] [--background-gate-db DB]
+             [--detection-threshold P|RULE] [--detection-false-alarm-rate SHARE] [--clip-statistics-weight W|RULE]
 
 CHECKPOINT is a run folder or checkpoint file of either method; INPUT files and folders
 (searched for wav, flac, ogg and mp3). Every file becomes `OUT/<file stem>/<source>.wav`.
@@ -15,8 +16,45 @@ import logging
 import sys
 import time
 
-from Models.config_checks import is_finite_non_negative, is_odd_window
+from Models.config_checks import is_finite_non_negative, is_odd_window, is_share
 from Models.postfilter import DEFAULT_POSTFILTER, POSTFILTERS  # numpy only
+
+# The weak-label options that settle detection anew (Models/weak_label/detection.py), by config key
+DETECTION_OPTIONS = {"detection_threshold": "--detection-threshold",
+                     "detection_false_alarm_rate": "--detection-false-alarm-rate",
+                     "clip_statistics_weight": "--clip-statistics-weight"}
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not is_share(value):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def _share_or_rule(text: str, rules: tuple[str, ...]):
+    if text in rules:
+        return text
+    try:
+        return _share(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or one of {', '.join(rules)}, "
+                                         f"got {text!r}") from None
+
+
+def _detection_threshold(text: str):
+    from Models.weak_label.tagging import DETECTION_RULES  # imports scikit-learn: only where the option is given
+
+    return _share_or_rule(text, DETECTION_RULES)
+
+
+def _clip_statistics_weight(text: str):
+    from Models.weak_label.clip_statistics import FUSION_RULES
+
+    return _share_or_rule(text, FUSION_RULES)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +77,17 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_argument("--background-gate-db", type=float, metavar="DB",
                            help="weak-label checkpoints: masks count in full from this many dB above each band's "
                                 "median over the input, not below it (0: no gate), instead of the checkpoint's")
+    arguments.add_argument("--detection-threshold", type=_detection_threshold, metavar="P|RULE",
+                           help="weak-label checkpoints: the clip probability from which a class is separated, for "
+                                "every class, or validation_eer / validation_false_alarms settled anew on the "
+                                "run's validation clips, instead of the checkpoint's thresholds")
+    arguments.add_argument("--detection-false-alarm-rate", type=_share, metavar="SHARE",
+                           help="weak-label checkpoints: the thresholds anew, so that this share of the run's "
+                                "validation clips without each class detect it (its validation_false_alarms rule)")
+    arguments.add_argument("--clip-statistics-weight", type=_clip_statistics_weight, metavar="W|RULE",
+                           help="weak-label checkpoints: the weight of the pooled log-mel statistics in the clip "
+                                "probabilities (0: the masks alone), or validation / validation_per_class, "
+                                "settled anew on the run's clips with the thresholds")
     arguments.add_argument("--overwrite", action="store_true", help="replace earlier results in OUT")
     arguments.add_argument("--skip-existing", action="store_true",
                            help="separate only the inputs whose outputs are missing from OUT")
@@ -96,12 +145,23 @@ def main(argv: list[str] | None = None) -> None:
                                arguments.background_gate_db)
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"separate: {error}") from None
+    detection = {key: getattr(arguments, key) for key in DETECTION_OPTIONS if getattr(arguments, key) is not None}
     if isinstance(trained, Separator):
-        if arguments.mask_dilation or arguments.mask_exponent is not None or arguments.background_gate_db is not None:
-            raise SystemExit(f"separate: --mask-dilation, --mask-exponent and --background-gate-db apply to "
-                             f"weak-label checkpoints; "
+        weak_label_options = [option for option, given in (
+            ("--mask-dilation", arguments.mask_dilation), ("--mask-exponent", arguments.mask_exponent is not None),
+            ("--background-gate-db", arguments.background_gate_db is not None),
+            *((DETECTION_OPTIONS[key], True) for key in detection)) if given]
+        if weak_label_options:
+            raise SystemExit(f"separate: {', '.join(weak_label_options)} apply to weak-label checkpoints; "
                              f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
         trained = replace(trained, postfilter=postfilter)
+    elif detection:
+        from Models.weak_label.detection import resettled
+
+        try:
+            trained = resettled(trained, detection)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"separate: {error}") from None
     start = time.perf_counter()
     try:
         written = separate_inputs(trained, arguments.inputs, arguments.output, arguments.overwrite,

@@ -92,10 +92,20 @@ def test_mask_options_are_checked_and_refused_for_a_separator(checkpoint, tmp_pa
 
     for option, message in ((["--mask-dilation", "4", "3"], "--mask-dilation needs positive odd sizes"),
                             (["--mask-exponent", "0"], "--mask-exponent must be positive"),
-                            (["--background-gate-db", "-3"], "--background-gate-db must be a non-negative number")):
+                            (["--background-gate-db", "-3"], "--background-gate-db must be a non-negative number"),
+                            (["--detection-threshold", "1.5"], "--detection-threshold: must be a number in [0, 1] or "
+                                                               "one of validation_eer, validation_false_alarms"),
+                            (["--detection-false-alarm-rate", "ten"], "--detection-false-alarm-rate: must be a "
+                                                                      "number in [0, 1], got 'ten'"),
+                            (["--clip-statistics-weight", "auto"], "--clip-statistics-weight: must be a number in "
+                                                                   "[0, 1] or one of validation, validation_per_class")):
         with pytest.raises(SystemExit) as exited:
             cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), *option])
         assert exited.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="apply to weak-label checkpoints; .* holds a separator"):
         cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), "--mask-dilation", "3", "3"])
+    with pytest.raises(SystemExit, match="^separate: --detection-threshold, --clip-statistics-weight apply to "
+                                         "weak-label checkpoints"):
+        cli.main([checkpoint, "in.wav", "-o", str(tmp_path / "out"), "--detection-threshold", "0.5",
+                  "--clip-statistics-weight", "validation"])
     assert not os.path.exists(tmp_path / "out")

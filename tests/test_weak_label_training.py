@@ -403,6 +403,20 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
         np.testing.assert_array_equal(command, dilated)
         assert not np.allclose(dilated, undilated)
 
+    # and its detection options: one threshold for every class needs no clips (0: every class separated); the
+    # others settle anew on the validation clips, as Evaluate.py's keys do
+    cli.main([checkpoint, stereo_input, "-o", str(tmp_path / "cli_every"), "--detection-threshold", "0"])
+    for name in all_clips.classes:
+        assert np.any(soundfile.read(tmp_path / "cli_every" / "input" / f"{name}.wav")[0]), name
+    evaluation.run("separate", config_updates={"checkpoint": checkpoint, "inputs": [stereo_input],
+                                               "output_dir": str(tmp_path / "settled_out"),
+                                               "clip_statistics_weight": 0.0, "detection_false_alarm_rate": 0.4})
+    cli.main([checkpoint, stereo_input, "-o", str(tmp_path / "cli_settled"), "--clip-statistics-weight", "0",
+              "--detection-false-alarm-rate", "0.4"])
+    for name in all_clips.classes:
+        np.testing.assert_array_equal(*(soundfile.read(tmp_path / folder / "input" / f"{name}.wav")[0]
+                                        for folder in ("settled_out", "cli_settled")))
+
 
 def test_checkpoints_that_named_pcen_options_still_load(weak_label_run, tmp_path):
     from Models.checkpoint import load_event_separator

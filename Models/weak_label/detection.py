@@ -87,7 +87,11 @@ def resettled(separator: EventSeparator, updates: dict, clips: WeakLabelSet | No
               floor: LinearFloor | None = None) -> EventSeparator:
     """`separator` detecting as the run's detection settings with `updates` (keys of
     DETECTION_KEYS) settle on the validation split of the clips it was trained on (`clips`, and
-    `floor` fitted on their training split, where the caller has them)."""
+    `floor` fitted on their training split, where the caller has them); a threshold alone that
+    is a probability replaces the thresholds and keeps the clip statistics' weight."""
+    if set(updates) == {"detection_threshold"} and is_share(updates["detection_threshold"]):
+        # one probability for every class settles nothing, so it needs no clips (a user's machine may not keep them)
+        return replace(separator, thresholds=np.full(len(separator.classes), float(updates["detection_threshold"])))
     settings = run_detection_settings(separator.path, updates)
     check_detection_keys(settings)
     if clips is None:
