@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -378,6 +379,25 @@ def test_complete_folders_are_reused_interrupted_ones_redone_and_user_files_kept
     with pytest.raises(ValueError, match=r"notes\.txt.*will not overwrite"):
         prepare("generic", str(mine), data_root=str(generic_root), **TINY)
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_runs_asking_for_the_same_folder_at_once_make_it_once(generic_root, tmp_path, monkeypatch):
+    from Datasets.weak_label import recipes
+
+    kind, build = recipes.RECIPES["generic"]
+    builds = []
+
+    def slow_build(*arguments):
+        builds.append(time.monotonic())
+        time.sleep(0.5)  # long enough for the other run to find the folder unmade
+        build(*arguments)
+
+    monkeypatch.setitem(recipes.RECIPES, "generic", (kind, slow_build))
+    folder = str(tmp_path / "shared")
+    with ThreadPoolExecutor(2) as pool:
+        made = list(pool.map(lambda _: prepare("generic", folder, data_root=str(generic_root), **TINY), range(2)))
+    assert made == [os.path.abspath(folder)] * 2 and len(builds) == 1
+    assert len(load_clips(folder).split("train")) == TINY["clips_per_split"]["train"]
 
 
 def test_command_line_prints_the_folder_and_counts(generic_root, tmp_path, capsys):

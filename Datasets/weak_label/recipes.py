@@ -3,14 +3,18 @@
 The recipe name, its data root, seed and options (defaults filled in) are written last to
 recipe.json, so a folder with a matching recipe.json is complete and reused, and an
 interrupted one is cleared and made again. Only the names a recipe writes are ever removed, and
-a folder holding anything else is refused: nothing a user put there is overwritten.
+a folder holding anything else is refused: nothing a user put there is overwritten. Runs that
+ask for the same folder at once (two benchmark processes, a grid of trainings) make it one after
+the other, not into each other.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from Datasets.atomic import atomic_open
@@ -21,6 +25,7 @@ from Datasets.weak_label.options import DemoOptions, Dcase2013Options, GenericOp
 
 FORMAT_VERSION = 3  # bump when a recipe's output changes, so cached folders are made again
 MANIFEST_FILE = "recipe.json"
+LOCK_FILE = ".recipe.lock"  # hidden, so _clear leaves it
 RECIPES = {"demo": (DemoOptions, synthetic.build), "generic": (GenericOptions, generic.build),
            "tut": (TutOptions, tut.build), "dcase2013": (Dcase2013Options, dcase2013.build)}
 _WRITTEN_NAMES = (MANIFEST_FILE, CLASSES_FILE, LABELS_FILE, EVENTS_FILE, BACKGROUNDS_FILE, MIXTURES_FOLDER,
@@ -75,6 +80,15 @@ def _clear(folder: str) -> None:
             os.remove(path)
 
 
+@contextmanager
+def _exclusive(folder: str):
+    """Holds `folder`'s lock, waiting while another process (or thread) holds it: one that found
+    the folder unmade would otherwise clear the files another is writing, or read them half-made."""
+    with open(os.path.join(folder, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def prepare(recipe: str, out_dir: str, data_root: str | None = None, seed: int = 0, **options) -> str:
     """Writes the weak-label folder of `recipe` into `out_dir` unless it already holds it with
     these parameters; returns the folder. Recipes: "demo", "generic", "tut", "dcase2013"; their
@@ -86,9 +100,12 @@ def prepare(recipe: str, out_dir: str, data_root: str | None = None, seed: int =
     if data_root is not None and not os.path.isdir(data_root):
         raise FileNotFoundError(f"data_root '{data_root}' is not a folder.")
     os.makedirs(out_dir, exist_ok=True)
-    _clear(out_dir)
-    kind, build = RECIPES[recipe]
-    build(out_dir, manifest["data_root"], manifest["seed"], kind(**manifest["options"]))
-    with atomic_open(os.path.join(out_dir, MANIFEST_FILE), "w", encoding="utf-8") as file:
-        json.dump(manifest, file, indent=2, sort_keys=True)
+    with _exclusive(out_dir):
+        if _holds(out_dir, manifest):  # made by another run while this one waited
+            return out_dir
+        _clear(out_dir)
+        kind, build = RECIPES[recipe]
+        build(out_dir, manifest["data_root"], manifest["seed"], kind(**manifest["options"]))
+        with atomic_open(os.path.join(out_dir, MANIFEST_FILE), "w", encoding="utf-8") as file:
+            json.dump(manifest, file, indent=2, sort_keys=True)
     return out_dir
