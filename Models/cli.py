@@ -19,7 +19,10 @@ import time
 from Models.config_checks import is_finite_non_negative, is_odd_window, is_share
 from Models.postfilter import DEFAULT_POSTFILTER, POSTFILTERS  # numpy only
 
-# The weak-label options that settle detection anew (Models/weak_label/detection.py), by config key
+# The options for weak-label checkpoints only, by config key: how the masks separate, and which
+# settle detection anew (Models/weak_label/detection.py)
+MASK_OPTIONS = {"mask_dilation": "--mask-dilation", "mask_exponent": "--mask-exponent",
+                "background_gate_db": "--background-gate-db"}
 DETECTION_OPTIONS = {"detection_threshold": "--detection-threshold",
                      "detection_false_alarm_rate": "--detection-false-alarm-rate",
                      "clip_statistics_weight": "--clip-statistics-weight"}
@@ -147,10 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"separate: {error}") from None
     detection = {key: getattr(arguments, key) for key in DETECTION_OPTIONS if getattr(arguments, key) is not None}
     if isinstance(trained, Separator):
-        weak_label_options = [option for option, given in (
-            ("--mask-dilation", arguments.mask_dilation), ("--mask-exponent", arguments.mask_exponent is not None),
-            ("--background-gate-db", arguments.background_gate_db is not None),
-            *((DETECTION_OPTIONS[key], True) for key in detection)) if given]
+        weak_label_options = [option for key, option in {**MASK_OPTIONS, **DETECTION_OPTIONS}.items()
+                              if getattr(arguments, key) is not None]
         if weak_label_options:
             raise SystemExit(f"separate: {', '.join(weak_label_options)} apply to weak-label checkpoints; "
                              f"'{arguments.checkpoint}' holds a separator of mixtures into sources.")
