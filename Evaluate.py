@@ -125,22 +125,28 @@ def config():
     format = "saved_model"  # for `export`: "saved_model", "tflite" or "onnx" (needs tf2onnx: pip install '.[export]')
 
 
-def load_configured(config: dict):
+def _load_trained(config: dict):
     """The checkpoint's separation engine, or its event separator with the config's mask
-    settings and, where a detection key is set, detection settled anew (Models/weak_label/detection.py)."""
+    settings, and the detection keys the config sets (Models/weak_label/detection.py)."""
     from Models.checkpoint import load_trained
     from Models.separation import Separator
-    from Models.weak_label.detection import DETECTION_KEYS, resettled
+    from Models.weak_label.detection import DETECTION_KEYS
 
     trained = load_trained(config["checkpoint"], config["mask_exponent"], config["mask_dilation"],
                            config["background_gate_db"])
     detection = {key: config[key] for key in DETECTION_KEYS if config[key] is not None}
-    if not detection:
-        return trained
-    if isinstance(trained, Separator):
+    if detection and isinstance(trained, Separator):
         raise ValueError(f"Config key(s) {', '.join(detection)} set, but '{trained.path}' holds a separator, which "
                          "detects nothing: they are for weak-label checkpoints.")
-    return resettled(trained, detection)
+    return trained, detection
+
+
+def load_configured(config: dict):
+    """`_load_trained`'s model, with detection settled anew where the config sets a detection key."""
+    from Models.weak_label.detection import resettled
+
+    trained, detection = _load_trained(config)
+    return resettled(trained, detection) if detection else trained
 
 
 @ex.command(unobserved=True)
@@ -206,13 +212,16 @@ def _publish(report: dict, json_path: str, pickle_path: str, _run) -> None:
     _run.info["summary"] = report["summary"]
 
 
-def evaluate_weak_label(separator, partition: str, output_dir: str | None, overwrite: bool, _run, _log) -> dict:
+def evaluate_weak_label(separator, detection: dict, partition: str, output_dir: str | None, overwrite: bool,
+                        _run, _log) -> dict:
     """Tagging metrics and per-class event separation scores of a weak-label model (an
     EventSeparator), beside the no-separation and ideal-binary-mask baselines, on a split of
     the clips it was trained with; beside its tagging metrics those of the linear floor
-    trained on the same training clips."""
+    trained on the same training clips. With `detection` (keys of DETECTION_KEYS), which
+    classes count as present is first settled anew on the validation split, with the same floor."""
     from Datasets.weak_label import load_clips
-    from Models.weak_label.linear_floor import clips_floor_tagging
+    from Models.weak_label.detection import resettled
+    from Models.weak_label.linear_floor import clips_floor, clips_floor_tagging
     from Models.weak_label.separation import is_event_result, score_clips
 
     json_path, pickle_path = _report_paths(separator.path, output_dir, partition, overwrite)
@@ -220,10 +229,13 @@ def evaluate_weak_label(separator, partition: str, output_dir: str | None, overw
         raise FileNotFoundError(f"The clips '{separator.path}' was trained on are gone from "
                                 f"'{separator.data_folder}'; regenerate them with the run's Training.py config.")
     all_clips = load_clips(separator.data_folder, separator.classes)
-    clips, training = all_clips.split(partition), all_clips.split("train")
+    # the linear floor, trained on the model's training clips (Models/weak_label/linear_floor.py)
+    floor_model = clips_floor(all_clips.split("train"), separator.settings)
+    if detection:
+        separator = resettled(separator, detection, all_clips, floor_model)
+    clips = all_clips.split(partition)
     events, tagging, summary = score_clips(separator, clips)
-    # the linear floor, trained on the model's training clips, on the same clips (Models/weak_label/linear_floor.py)
-    floor = clips_floor_tagging(training, clips, separator.settings, separator.classes)
+    floor = clips_floor_tagging(floor_model, clips, separator.settings, separator.classes)
     report = {"checkpoint": os.path.abspath(separator.path), "partition": partition,
               "mask_exponent": separator.mask_exponent, "mask_dilation": list(separator.mask_dilation),
               "background_gate_db": separator.background_gate_db,
@@ -255,9 +267,9 @@ def main(_config, partition, protocol, window_frames, output_dir, overwrite, _ru
     from Datasets import load_dataset_for
     from Models.separation import Separator
 
-    separator = load_configured(_config)
+    separator, detection = _load_trained(_config)
     if not isinstance(separator, Separator):
-        return evaluate_weak_label(separator, partition, output_dir, overwrite, _run, _log)
+        return evaluate_weak_label(separator, detection, partition, output_dir, overwrite, _run, _log)
     separator = replace(separator, postfilter=postfilter_for(_config, "main"))
     json_path, pickle_path = _report_paths(separator.path, output_dir,
                                            partition if protocol == "bss_eval_v3" else f"{partition}_{protocol}",

@@ -89,19 +89,19 @@ def split_reports(separator, splits: tuple[str, ...], detection: dict | None = N
     validation split."""
     from Datasets.weak_label import load_clips
     from Models.weak_label.detection import resettled
-    from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
+    from Models.weak_label.linear_floor import clips_floor, clips_floor_tagging
     from Models.weak_label.separation import score_clips
 
     clips = load_clips(separator.data_folder, separator.classes)
-    floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+    floor = clips_floor(clips.split("train"), separator.settings)
     if detection:
         separator = resettled(separator, detection, clips, floor)
     reports = {"clip_statistics_weight": separator.clip_statistics_weight}
     for split in splits:
         chosen = clips.split(split)
         _, tagging, events = score_clips(separator, chosen)
-        floor_tagging = floor.tagging(*clips_log_mels_and_labels(chosen, separator.settings), separator.classes)
-        reports[split] = report(tagging, floor_tagging, events)
+        reports[split] = report(tagging, clips_floor_tagging(floor, chosen, separator.settings, separator.classes),
+                                events)
     return reports
 
 

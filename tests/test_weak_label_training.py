@@ -257,7 +257,7 @@ def test_tiny_weak_label_run_learns_and_reports_tagging_and_separation(weak_labe
 def test_the_best_model_fuses_the_clip_statistics_and_detects_at_the_validation_false_alarm_rate(weak_label_run):
     from Models.checkpoint import load_event_separator
     from Models.weak_label.clip_statistics import fuse
-    from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
+    from Models.weak_label.linear_floor import clips_floor, clips_log_mels_and_labels
     from Models.weak_label.separation import clip_probabilities
 
     run, config = weak_label_run
@@ -266,7 +266,7 @@ def test_the_best_model_fuses_the_clip_statistics_and_detects_at_the_validation_
     clips = load_clips(run.info["data_folder"])
     valid = clips.split("valid")
     log_mels, labels = clips_log_mels_and_labels(valid, separator.settings)
-    floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+    floor = clips_floor(clips.split("train"), separator.settings)
     probabilities, mask_probabilities = clip_probabilities(separator, valid)
     statistics = separator.clip_statistics.probabilities(log_mels)
     np.testing.assert_allclose(probabilities, fuse(mask_probabilities, statistics, 0.25), rtol=1e-9)
@@ -319,8 +319,9 @@ def test_resumed_weak_label_run_matches_the_uninterrupted_one(weak_label_run, tm
     assert scores(resumed.result) == pytest.approx(scores(run.result), rel=1e-4)
 
 
-def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
+def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path, monkeypatch):
     from Evaluate import ex as evaluation
+    from Models.weak_label.linear_floor import LinearFloor
 
     run, config = weak_label_run
     checkpoint = run.info["checkpoint_dir"]
@@ -358,11 +359,14 @@ def test_evaluate_and_separate_weak_label_checkpoints(weak_label_run, tmp_path):
                                        "run_dir": None})
 
     # which classes count as present, settled anew on the validation clips: the masks alone, at another false-alarm
-    # rate; the same masks and probabilities, other thresholds
+    # rate; the same masks and probabilities, other thresholds. The floor that settles them is the report's: one fit.
+    fits, fit = [], LinearFloor.fit
+    monkeypatch.setattr(LinearFloor, "fit", lambda floor, *inputs: fits.append(1) or fit(floor, *inputs))
     as_trained, settled = (evaluation.run(config_updates={
         "checkpoint": checkpoint, "output_dir": str(tmp_path / folder), "run_dir": None, "partition": "valid",
         **updates}) for folder, updates in (("as_trained", {}), ("settled", {"clip_statistics_weight": 0.0,
                                                                            "detection_false_alarm_rate": 0.4})))
+    assert len(fits) == 2
     with open(tmp_path / "settled" / "best_valid.json") as handle:
         settled_report = json.load(handle)
     assert settled_report["clip_statistics_weight"] == 0.0 and "masks" not in settled_report["tagging"]

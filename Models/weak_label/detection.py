@@ -19,7 +19,7 @@ from Datasets.weak_label import load_clips
 from Datasets.weak_label.folder import WeakLabelSet
 from Models.config_checks import is_share
 from Models.weak_label.clip_statistics import FUSION_RULES, ClipStatisticsReadout, fuse, settled_weight
-from Models.weak_label.linear_floor import LinearFloor, clips_log_mels_and_labels
+from Models.weak_label.linear_floor import LinearFloor, clips_floor, clips_log_mels_and_labels
 from Models.weak_label.tagging import DETECTION_RULES, detection_thresholds, tagging_metrics
 
 if TYPE_CHECKING:  # separation imports TensorFlow; the benchmark's command line and config checks need none
@@ -101,7 +101,7 @@ def resettled(separator: EventSeparator, updates: dict, clips: WeakLabelSet | No
                                     "run's Training.py config.")
         clips = load_clips(separator.data_folder, separator.classes)
     if floor is None:
-        floor = LinearFloor().fit(*clips_log_mels_and_labels(clips.split("train"), separator.settings))
+        floor = clips_floor(clips.split("train"), separator.settings)
     valid = clips.split("valid")
     readout, thresholds, _ = settle_detection(separator, valid, clips_log_mels_and_labels(
         valid, separator.settings)[0], floor, settings)

@@ -82,7 +82,11 @@ def clips_log_mels_and_labels(clips: list, settings: MelSettings) -> tuple[list[
     return clip_log_mels([clip.mixture_path for clip in clips], settings), np.stack([clip.labels for clip in clips])
 
 
-def clips_floor_tagging(training: list, clips: list, settings: MelSettings, classes: list[str]) -> dict:
-    """`floor_tagging` of weak-label clips: trained on the mixtures of `training`, scored on those of `clips`."""
-    return floor_tagging(*clips_log_mels_and_labels(training, settings), *clips_log_mels_and_labels(clips, settings),
-                         classes)
+def clips_floor(training: list, settings: MelSettings) -> LinearFloor:
+    """The floor fitted on the mixtures of weak-label `training` clips."""
+    return LinearFloor().fit(*clips_log_mels_and_labels(training, settings))
+
+
+def clips_floor_tagging(floor: LinearFloor, clips: list, settings: MelSettings, classes: list[str]) -> dict:
+    """`floor`'s `tagging_metrics` of weak-label clips."""
+    return floor.tagging(*clips_log_mels_and_labels(clips, settings), classes)
