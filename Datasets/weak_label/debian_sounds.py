@@ -100,7 +100,9 @@ EVENT_CLASSES = {
 
 # Backgrounds must hold no events of the classes, so the music is the packages' tracks with the
 # least percussion (at most 12 % of the energy in librosa's percussive part of the first 90 s);
-# rain is the ambience. Each file is one recording and goes to one split whole.
+# rain is the ambience. Each file is one recording and goes to one split whole. frozen-bubble-data's
+# three music tracks hold 16-24 % and pingus-data's music is tracker modules (.it), not recordings:
+# neither package is read.
 _SUPERTUX_MUSIC = "usr/share/games/supertux2/music"
 BACKGROUNDS = (
     Recordings("hedgewars-data", "usr/share/games/hedgewars/Data/Music", (
