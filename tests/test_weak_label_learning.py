@@ -9,7 +9,7 @@ import soundfile
 import tensorflow as tf
 
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
-from Models.weak_label.linear_floor import LinearFloor, floor_tagging, pooled_statistics
+from Models.weak_label.linear_floor import LinearFloor, pooled_statistics
 from Models.weak_label.model import Standardisation, build_weak_label_model, split_outputs
 from Models.weak_label.prior_bias import start_at_priors
 
@@ -121,7 +121,7 @@ def test_linear_floor_separates_spectral_shapes_and_refuses_constant_classes():
         return log_mels, labels
 
     train, test = clips(80), clips(40)
-    tagging = floor_tagging(*train, *test, ["low", "high"])
+    tagging = LinearFloor().fit(*train).tagging(*test, ["low", "high"])
     assert tagging["weighted_auc"] > 0.9 and tagging["mean_average_precision"] > 0.85
     assert LinearFloor().fit(*train).probabilities(test[0]).shape == (40, 2)
     with pytest.raises(ValueError, match=r"classes \[1\] .* constant over the training clips"):

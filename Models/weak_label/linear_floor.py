@@ -70,12 +70,6 @@ class LinearFloor:
         return tagging_metrics(labels, self.probabilities(log_mels), classes)
 
 
-def floor_tagging(train_log_mels: list[np.ndarray], train_labels: np.ndarray, log_mels: list[np.ndarray],
-                  labels: np.ndarray, classes: list[str]) -> dict:
-    """`tagging_metrics` of the floor trained on the first clips and scored on the second."""
-    return LinearFloor().fit(train_log_mels, train_labels).tagging(log_mels, labels, classes)
-
-
 def clips_log_mels_and_labels(clips: list, settings: MelSettings) -> tuple[list[np.ndarray], np.ndarray]:
     """The floor's inputs for weak-label clips (`Datasets.weak_label`'s): their mixtures' log-mel
     frames and their labels."""
