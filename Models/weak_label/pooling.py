@@ -13,8 +13,7 @@ treats each class on its own: class c's probability depends on class c's mask on
   short event (a drum hit covers 20-40 of a clip's 8,064 values) spreads beyond it, onto
   whatever else predicts the class (the drums of a music background). The read-out lets a few
   high values give a confident clip probability: trained on real recordings the scales reached
-  1.3-2.5, the offsets of short events (kick, snare) 0.3-1.0 (README, "Weak labels on real
-  recordings").
+  1.3-2.5, the offsets of short events (kick, snare) 0.3-1.0 (`benchmarks/weak_label_dev_set.md`).
 * "linear_softmax": P = sum_j s_j^2 / sum_j s_j, each mask value weighted by itself (Wang et
   al. 2019, "A comparison of five multiple instance learning pooling functions"). A mask that is
   1 on an event and 0 elsewhere gives P = 1 whatever the event's extent, where GWRP's fixed

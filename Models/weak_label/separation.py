@@ -17,7 +17,7 @@ over the input stands for the background (it is, while the events cover less tha
 input), and a bin keeps the share ((dB above that median) / background_gate_db)^2, clipped to
 [0, 1], of its mask value: nothing at or below the background's level, all of it from
 `background_gate_db` above. The square and 20 dB were chosen on the validation split of the
-real-recordings development set (README, "Weak labels on real recordings"); 0 turns the gate off.
+real-recordings development set (`benchmarks/weak_label_dev_set.md`); 0 turns the gate off.
 
 Scoring (per present event of every test clip): BSS Eval v3 of the event's estimate with
 references [event, rest of the mixture], so SIR measures what of the other events and the
