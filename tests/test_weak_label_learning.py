@@ -121,9 +121,10 @@ def test_linear_floor_separates_spectral_shapes_and_refuses_constant_classes():
         return log_mels, labels
 
     train, test = clips(80), clips(40)
-    tagging = LinearFloor().fit(*train).tagging(*test, ["low", "high"])
+    floor = LinearFloor().fit(*train)
+    tagging = floor.tagging(*test, ["low", "high"])
     assert tagging["weighted_auc"] > 0.9 and tagging["mean_average_precision"] > 0.85
-    assert LinearFloor().fit(*train).probabilities(test[0]).shape == (40, 2)
+    assert floor.probabilities(test[0]).shape == (40, 2)
     with pytest.raises(ValueError, match=r"classes \[1\] .* constant over the training clips"):
         LinearFloor().fit(train[0], np.c_[train[1][:, 0], np.ones(80)])
 
