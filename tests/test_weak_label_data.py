@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -218,6 +219,34 @@ def test_generic_keeps_each_subfolder_in_one_split(generic_root, tmp_path):
         os.renames(generic_root / "events" / "mid" / name, generic_root / "events" / "mid" / kit / name)
     with pytest.raises(ValueError, match=r"Class 'mid' .*counting each subfolder as one file, has 2 file"):
         prepare("generic", str(tmp_path / "few"), data_root=str(generic_root), **TINY)
+
+
+def test_generic_balances_training_kits_not_takes_when_asked(tmp_path):
+    root = tmp_path / "kits"
+    for name, frequency in (("low", 300.0), ("high", 2500.0)):
+        for kit, takes in enumerate((6, 1, 1, 1, 1)):  # one kit with six takes among kits of one
+            for take in range(takes):
+                _write_tone(root / "events" / name / f"kit{kit}" / f"take{take}.wav", frequency + 30 * kit + take, 0.2)
+    for number in range(3):
+        _write_noise(root / "backgrounds" / f"noise{number}.wav", 3.0, seed=number)
+    options = {**TINY, "events_per_clip": (1, 1), "clips_per_split": {"train": 40, "valid": 3, "test": 3}}
+    uses = {}
+    for balanced in (False, True):
+        folder = prepare("generic", str(tmp_path / str(balanced)), data_root=str(root), balanced_training_groups=balanced,
+                         **options)
+        train = [event["source_file"] for event in _events(folder) if "/train_" in event["filename"]]
+        held_out = sorted(event["source_file"] for event in _events(folder) if "/train_" not in event["filename"])
+        uses[balanced] = {name: (Counter(os.path.dirname(path) for path in train if f"/{name}/" in path),
+                                 Counter(path for path in train if f"/{name}/" in path)) for name in ("low", "high")}
+        uses[balanced]["held_out"] = held_out
+    assert uses[True]["held_out"] == uses[False]["held_out"]  # validation and test clips are those without it
+    for name in ("low", "high"):  # seed 0 puts kit0 (six takes) and two kits of one take in training
+        kits, _ = uses[True][name]
+        assert len(kits) == 3 and max(kits.values()) - min(kits.values()) <= 1  # 20 events over 3 kits
+        assert kits[f"events/{name}/kit0"] <= 7
+        kits, takes = uses[False][name]
+        assert max(takes.values()) - min(takes.values()) <= 1  # by takes: six of the eight are kit0's
+        assert kits[f"events/{name}/kit0"] >= 14
 
 
 def test_generic_is_deterministic_for_a_seed(generic_root, tmp_path):

@@ -23,6 +23,10 @@ without events, as the solo clips of Kong et al.'s TUT set do.
 `training_event_semitones` and `training_event_seconds` vary the training events
 (`mixing.EventVariation`): drums of other sizes, choked cymbals, cut voices, so that a kit or a
 voice never heard in training is less of a surprise. Validation and test events stay as recorded.
+
+`balanced_training_groups` draws each class's training events by subfolder first: a kit with
+one take of a crash is heard as often as one with six, so training hears more kinds of each
+class rather than more takes of a few. Validation and test clips stay those without it.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ import os
 import numpy as np
 
 from Datasets.weak_label.folder import BACKGROUND, SPLITS, FolderWriter, PlacedEvent, check_class_names, clip_scale
-from Datasets.weak_label.mixing import (BalancedDraw, EventVariation, background_excerpt, check_backgrounds,
-                                        draw_events, gain_for_ratio, split_files, wav_files)
+from Datasets.weak_label.mixing import (BalancedDraw, EventVariation, GroupedDraw, background_excerpt,
+                                        check_backgrounds, draw_events, gain_for_ratio, split_files, wav_files)
 from Datasets.weak_label.options import GenericOptions
 from Sample import Sample
 
@@ -73,13 +77,17 @@ def _split_units(folder: str) -> dict[str, list[str]]:
     return units
 
 
-def _split(units: dict[str, list[str]], seed: int, what: str) -> dict[str, list[str]]:
-    """`split_files` over the units (with only files, the split of the files themselves), each
-    unit's files going to its split."""
+def _split(units: dict[str, list[str]], seed: int, what: str) -> dict[str, dict[str, list[str]]]:
+    """`split_files` over the units (with only files, the split of the files themselves): the
+    units of each split with their files."""
     if any(os.path.isdir(unit) for unit in units):
         what += ", counting each subfolder as one file,"
     by_split = split_files(list(units), seed, what)
-    return {split: sorted(path for unit in chosen for path in units[unit]) for split, chosen in by_split.items()}
+    return {split: {unit: units[unit] for unit in chosen} for split, chosen in by_split.items()}
+
+
+def _files(units: dict[str, list[str]]) -> list[str]:
+    return sorted(path for files in units.values() for path in files)
 
 
 def build(folder: str, data_root: str, seed: int, options: GenericOptions) -> None:
@@ -98,19 +106,24 @@ def build(folder: str, data_root: str, seed: int, options: GenericOptions) -> No
     headers = {sample.path: sample for sample in backgrounds}
     writer = FolderWriter(folder, classes, options.sample_rate)
     for split in SPLITS:
-        write_split(writer, split, {name: files[split] for name, files in events_by_split.items()},
-                    [headers[path] for path in backgrounds_by_split[split]], data_root, seed, options)
+        write_split(writer, split, {name: units[split] for name, units in events_by_split.items()},
+                    [headers[path] for path in _files(backgrounds_by_split[split])], data_root, seed, options)
     writer.finish()
 
 
-def write_split(writer: FolderWriter, split: str, event_files: dict[str, list[str]], backgrounds: list[Sample],
-                data_root: str, seed: int, options: GenericOptions) -> None:
-    """Writes the split's clips: one generator spreads classes, event files and backgrounds
-    evenly over them, each clip's own generator draws the rest (offsets, onsets, ratios)."""
+def write_split(writer: FolderWriter, split: str, event_units: dict[str, dict[str, list[str]]],
+                backgrounds: list[Sample], data_root: str, seed: int, options: GenericOptions) -> None:
+    """Writes the split's clips: one generator spreads classes, event files (or, for training
+    with `balanced_training_groups`, each class's subfolders and then their files) and
+    backgrounds evenly over them, each clip's own generator draws the rest (offsets, onsets,
+    ratios)."""
     split_number = SPLITS.index(split)
     planner = np.random.default_rng([seed, split_number])
-    class_draw = BalancedDraw(sorted(event_files), planner)
-    file_draws = {name: BalancedDraw(files, planner) for name, files in event_files.items()}
+    class_draw = BalancedDraw(sorted(event_units), planner)
+    if split == "train" and options.balanced_training_groups:
+        file_draws = {name: GroupedDraw(units, planner) for name, units in event_units.items()}
+    else:
+        file_draws = {name: BalancedDraw(_files(units), planner) for name, units in event_units.items()}
     background_draw = BalancedDraw(backgrounds, planner)
     clip_frames = int(round(options.clip_seconds * options.sample_rate))
     # unset options draw nothing, so the clips are those of a recipe without them

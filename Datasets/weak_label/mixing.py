@@ -199,6 +199,18 @@ class BalancedDraw:
         return [self.items[index] for index in order]
 
 
+class GroupedDraw:
+    """A `BalancedDraw` of the groups, then of the drawn group's items: every group (one drum
+    kit, one voice) is used about equally often however many items (takes) it has."""
+
+    def __init__(self, groups: dict[str, list], rng: np.random.Generator):
+        self.groups = BalancedDraw(sorted(groups), rng)
+        self.items = {name: BalancedDraw(items, rng) for name, items in groups.items()}
+
+    def draw(self, count: int) -> list:
+        return [self.items[group].draw(1)[0] for group in self.groups.draw(count)]
+
+
 def wav_files(folder: str) -> list[str]:
     """The .wav files directly in `folder`, sorted (so the recipes do not depend on listing order)."""
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)

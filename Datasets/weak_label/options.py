@@ -28,6 +28,10 @@ train, valid and test, and every draw of the mixtures; 0 by default):
 - training_event_seconds (generic, demo): None, or (low, high) seconds > 0: each training event
   is cut to a length drawn log-uniformly from the pair and faded out (a choked cymbal); events
   already shorter stay whole. Validation and test stay as recorded.
+- balanced_training_groups (generic, demo): training events are drawn by the subfolders of each
+  class (events/<class>/<group>/) about equally often, then by the files of the drawn subfolder,
+  instead of by files alone: a drum kit with one take weighs as much as one with sixteen.
+  Validation and test stay drawn by files.
 - valid_fraction (tut): share of the devtrain recordings held out for validation.
 - event_files_per_class, background_files, background_seconds (demo): how much raw audio the
   demo synthesises before mixing it.
@@ -96,10 +100,12 @@ class GenericOptions(_ClipOptions):
     solo_training_clips: bool = False
     training_event_semitones: tuple[float, float] | None = None
     training_event_seconds: tuple[float, float] | None = None
+    balanced_training_groups: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.solo_training_clips = bool(self.solo_training_clips)
+        self.balanced_training_groups = bool(self.balanced_training_groups)
         if self.training_event_semitones is not None:
             self.training_event_semitones = _pair(self.training_event_semitones, "training_event_semitones", float)
         if self.training_event_seconds is not None:
