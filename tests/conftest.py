@@ -50,10 +50,12 @@ def tiny_demo(tmp_path_factory):
 
 @pytest.fixture
 def tiny_config(tiny_demo, tmp_path):
-    """Training.py config updates for runs of a few seconds."""
+    """Training.py config updates for runs of a few seconds. Without XLA: compiling the supervised
+    step takes longer than a tiny run trains (test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard
+    keeps it, as Training.py's default)."""
     return dict(use_demo_data=False, descriptors=tiny_demo, num_fft=64, num_hop=32, num_layers=2, num_frames=8,
                 base_filters=4, critic_base_filters=4, critic_max_filters=8, critic_dense_units=4, batch_size=4,
-                num_disc=2, epoch_it=3, max_epochs=2, patience=2, summary_every=1, seed=5,
+                num_disc=2, epoch_it=3, max_epochs=2, patience=2, summary_every=1, seed=5, jit_compile=False,
                 init_sup_sep_lr=1e-3, init_unsup_sep_lr=1e-3, init_disc_lr=1e-3,
                 run_dir=str(tmp_path / "runs"), model_base_dir=str(tmp_path / "checkpoints"),
                 log_dir=str(tmp_path / "logs"), cache_dir=str(tmp_path / "cache"))

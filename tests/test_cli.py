@@ -26,8 +26,8 @@ def checkpoint(tmp_path_factory, tiny_demo):
     folder = tmp_path_factory.mktemp("cli")
     config = dict(use_demo_data=False, descriptors=tiny_demo, num_fft=64, num_hop=32, num_layers=2, num_frames=8,
                   base_filters=4, batch_size=4, epoch_it=2, max_epochs=1, phases=["supervised"], seed=5,
-                  run_dir=None, model_base_dir=str(folder / "checkpoints"), log_dir=str(folder / "logs"),
-                  cache_dir=str(folder / "cache"))
+                  jit_compile=False, run_dir=None, model_base_dir=str(folder / "checkpoints"),
+                  log_dir=str(folder / "logs"), cache_dir=str(folder / "cache"))
     return ex.run(config_updates=config).info["checkpoint_dir"]
 
 

@@ -26,7 +26,7 @@ def _last_state(run_folder):
 
 
 def test_tiny_run_writes_config_metrics_checkpoints_and_tensorboard(tiny_config, tmp_path):
-    run = ex.run(config_updates=tiny_config)
+    run = ex.run(config_updates=dict(tiny_config, jit_compile=True))  # the default: the supervised step under XLA
     assert run.status == "COMPLETED"
     run_folder = os.path.join(tiny_config["run_dir"], str(run._id))
     with open(os.path.join(run_folder, "config.json")) as handle:
