@@ -230,16 +230,15 @@ def test_generic_balances_training_kits_not_takes_when_asked(tmp_path):
     for number in range(3):
         _write_noise(root / "backgrounds" / f"noise{number}.wav", 3.0, seed=number)
     options = {**TINY, "events_per_clip": (1, 1), "clips_per_split": {"train": 40, "valid": 3, "test": 3}}
-    uses = {}
+    uses, held_out = {}, {}  # per option: each class's (uses of each kit, uses of each take) in training
     for balanced in (False, True):
-        folder = prepare("generic", str(tmp_path / str(balanced)), data_root=str(root), balanced_training_groups=balanced,
-                         **options)
-        train = [event["source_file"] for event in _events(folder) if "/train_" in event["filename"]]
-        held_out = sorted(event["source_file"] for event in _events(folder) if "/train_" not in event["filename"])
+        events = _events(prepare("generic", str(tmp_path / str(balanced)), data_root=str(root),
+                                 balanced_training_groups=balanced, **options))
+        train = [event["source_file"] for event in events if "/train_" in event["filename"]]
+        held_out[balanced] = sorted(event["source_file"] for event in events if "/train_" not in event["filename"])
         uses[balanced] = {name: (Counter(os.path.dirname(path) for path in train if f"/{name}/" in path),
                                  Counter(path for path in train if f"/{name}/" in path)) for name in ("low", "high")}
-        uses[balanced]["held_out"] = held_out
-    assert uses[True]["held_out"] == uses[False]["held_out"]  # validation and test clips are those without it
+    assert held_out[True] == held_out[False]  # validation and test clips are those without it
     for name in ("low", "high"):  # seed 0 puts kit0 (six takes) and two kits of one take in training
         kits, _ = uses[True][name]
         assert len(kits) == 3 and max(kits.values()) - min(kits.values()) <= 1  # 20 events over 3 kits
