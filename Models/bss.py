@@ -46,16 +46,24 @@ ROUNDING_NOISE_DB = 100.0
 Scores = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def bss_eval_sources(references: np.ndarray, estimates: np.ndarray) -> Scores:
-    """(sdr, sir, sar) in dB per estimate, estimate j scored against reference j.
+def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, targets: Sequence[int] | None = None) -> Scores:
+    """(sdr, sir, sar) in dB per estimate, estimate j scored against reference j, or against
+    reference targets[j].
 
     references: (sources, samples), or (samples,) for a single source. estimates: the same,
     or fewer rows: then only the first references have estimates to score and the others
     count as interferers only (one event scored against itself and the rest of its mixture).
-    Raises ValueError on mismatched shapes or on a silent (all-zero) reference or estimate,
-    which would make the decomposition ambiguous or undefined.
+    With `targets`, any number of estimates, each of the reference it names: several estimates
+    of one source (a model's, the unprocessed mixture, an oracle's) share one decomposition of
+    the references, the costly part, where separate calls would each build and factorise it.
+    Raises ValueError on mismatched shapes or targets, or on a silent (all-zero) reference or
+    estimate, which would make the decomposition ambiguous or undefined.
     """
-    references, estimates = _as_source_matrices(references, estimates)
+    if targets is None:
+        references, estimates = _as_source_matrices(references, estimates)
+        targets = np.arange(len(estimates))
+    else:
+        references, estimates, targets = _with_targets(references, estimates, targets)
     if references.size == 0:
         return np.array([]), np.array([]), np.array([])
     _check_audible(references, "reference")
@@ -74,9 +82,11 @@ def bss_eval_sources(references: np.ndarray, estimates: np.ndarray) -> Scores:
     # delayed references: no filtered signal needs to be synthesised.
     projected_on_all = np.einsum("ij,ij->j", correlations, _solve_positive_definite(gram, correlations))
     projected_on_own = np.empty(num_estimates)
-    for j in range(num_estimates):
-        own = slice(j * FILTER_LENGTH, (j + 1) * FILTER_LENGTH)
-        projected_on_own[j] = correlations[own, j] @ _solve_positive_definite(gram[own, own], correlations[own, j])
+    for target in np.unique(targets):
+        own, columns = slice(target * FILTER_LENGTH, (target + 1) * FILTER_LENGTH), np.flatnonzero(targets == target)
+        own_correlations = correlations[own][:, columns]
+        projected_on_own[columns] = np.einsum("ij,ij->j", own_correlations,
+                                              _solve_positive_definite(gram[own, own], own_correlations))
     return _energy_ratios(projected_on_own, projected_on_all, np.sum(estimates ** 2, axis=1))
 
 
@@ -88,6 +98,21 @@ def _as_source_matrices(references: np.ndarray, estimates: np.ndarray) -> tuple[
         raise ValueError(f"references and estimates must both be (sources, samples), with as many samples and "
                          f"at most as many estimates as references, got {references.shape} and {estimates.shape}")
     return references, estimates
+
+
+def _with_targets(references: np.ndarray, estimates: np.ndarray,
+                  targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    references = np.atleast_2d(np.asarray(references, dtype=np.float64))
+    estimates = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
+    targets = np.asarray(targets)
+    if references.ndim != 2 or estimates.ndim != 2 or estimates.shape[1] != references.shape[1]:
+        raise ValueError(f"references and estimates must both be (sources, samples) with as many samples, "
+                         f"got {references.shape} and {estimates.shape}")
+    if targets.shape != (len(estimates),) or not np.issubdtype(targets.dtype, np.integer) \
+            or np.any(targets < 0) or np.any(targets >= len(references)):
+        raise ValueError(f"targets must name one of the {len(references)} references for each of the "
+                         f"{len(estimates)} estimates, got {targets.tolist()}")
+    return references, estimates, targets
 
 
 def _check_audible(signals: np.ndarray, kind: str) -> None:
@@ -171,10 +196,11 @@ def museval_v4(references: np.ndarray, estimates: np.ndarray, window: int) -> Sc
         return tuple(np.nanmedian(metric[:num_estimates], axis=1) for metric in (sdr, sir, sar))
 
 
-def evaluate_in_parallel(jobs: Sequence[tuple[np.ndarray, np.ndarray]], workers: int | None = None,
+def evaluate_in_parallel(jobs: Sequence[tuple], workers: int | None = None,
                          timeout: float | None = None, score=bss_eval_sources) -> list[Scores]:
-    """`score` (default `bss_eval_sources`) of every (references, estimates) pair, in input
-    order, over `workers` threads (default: one per CPU core).
+    """`score` (default `bss_eval_sources`) of every job, the arguments of one call
+    ((references, estimates) or (references, estimates, targets)), in input order, over
+    `workers` threads (default: one per CPU core).
 
     Threads rather than processes: the FFTs, the LAPACK calls and numpy's array arithmetic
     release the GIL, so threads scale over cores without the seconds that spawning processes
@@ -189,7 +215,7 @@ def evaluate_in_parallel(jobs: Sequence[tuple[np.ndarray, np.ndarray]], workers:
     finished = False
     try:
         with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-            futures = [pool.submit(score, references, estimates) for references, estimates in jobs]
+            futures = [pool.submit(score, *job) for job in jobs]
             done, unfinished = concurrent.futures.wait(futures, timeout=timeout,
                                                        return_when=concurrent.futures.FIRST_EXCEPTION)
             errors = [future.exception() for future in done if future.exception() is not None]

@@ -61,15 +61,15 @@ def main() -> None:
             event = audio.read(path, sample_rate=settings.sample_rate, mono=True)[:len(mixture)]
             event = np.pad(event, (0, len(mixture) - len(event)))
             references = np.stack([event, mixture - event])
-            for estimator, estimate in oracle_estimates(event, mixture, settings).items():
-                jobs.append((references, estimate[None]))
-                slots.append((name, estimator))
+            estimates = oracle_estimates(event, mixture, settings)
+            jobs.append((references, np.stack(list(estimates.values())), [0] * len(estimates)))
+            slots.append((name, list(estimates)))
     scores: dict[str, dict[str, list[float]]] = {}
-    for (name, estimator), result in zip(slots, evaluate_in_parallel(jobs)):
-        sdr = float(result[0][0])
-        if np.isfinite(sdr):
-            for group in ("all", name):
-                scores.setdefault(estimator, {}).setdefault(group, []).append(sdr)
+    for (name, estimators), result in zip(slots, evaluate_in_parallel(jobs)):
+        for estimator, sdr in zip(estimators, result[0]):
+            if np.isfinite(sdr):
+                for group in ("all", name):
+                    scores.setdefault(estimator, {}).setdefault(group, []).append(float(sdr))
     groups = ["all", *clips.classes]
     print(f"event SDR medians (dB) on the {arguments.split} split of {arguments.folder}, {settings.n_mels} mel bands")
     print(f"{'estimate':>24}  " + "  ".join(f"{group:>12}" for group in groups))

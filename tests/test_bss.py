@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from Models.bss import bss_eval_sources, evaluate_in_parallel
+from Models.bss import ROUNDING_NOISE_DB, bss_eval_sources, evaluate_in_parallel
 
 SAMPLE_RATE = 8192
 TOLERANCE_DB = 0.01
@@ -131,3 +131,27 @@ def test_museval_v4_medians_agree_with_whole_signal_scores_for_stationary_distor
     assert all(metric.shape == (2,) for metric in v4)
     for metric in (0, 2):  # SDR and SAR: the same added noise in every 1 s window as in the whole signal
         np.testing.assert_allclose(v4[metric], v3[metric], atol=0.5)
+
+
+def test_several_estimates_of_one_source_score_as_each_would_alone():
+    references = make_references(seconds=1.0)
+    rng = np.random.default_rng(6)
+    estimates = np.stack([references[0] + 0.3 * references[1], references.sum(axis=0),
+                          short_filters(references, rng)[0], added_noise(references, rng)[1]])
+    targets = [0, 0, 0, 1]
+    together = np.array(bss_eval_sources(references, estimates, targets=targets))
+    for column, target in enumerate(targets):
+        # mir_eval scores estimate j against reference j: put the estimate in its target's row
+        rows = references + 0.1 * rng.standard_normal(references.shape)
+        rows[target] = estimates[column]
+        expected = mir_eval_scores(references, rows)[:, target]
+        # above ROUNDING_NOISE_DB (the mixture's SAR) both figures are rounding noise
+        np.testing.assert_allclose(np.minimum(together[:, column], ROUNDING_NOISE_DB),
+                                   np.minimum(expected, ROUNDING_NOISE_DB), atol=TOLERANCE_DB)
+
+
+@pytest.mark.parametrize("targets", [[0, 2], [0], [0.0, 1.0]])
+def test_targets_must_name_a_reference_per_estimate(targets):
+    references = make_references(seconds=1.0)
+    with pytest.raises(ValueError, match="targets must name one of the 2 references for each of the 2 estimates"):
+        bss_eval_sources(references, references + 0.1, targets=targets)

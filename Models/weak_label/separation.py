@@ -187,22 +187,24 @@ def evaluate_clips(separator: EventSeparator, clips,
                                                                                       separator.settings)}
             if name in detected:
                 estimates["separated"] = separator.apply_mask(masks[..., index], spectrogram, len(mixture))
-            result["events"][name] = {} if name in detected else {"missed": True}
-            for estimator, estimate in estimates.items():
-                metrics = METRICS if len(references) > 1 else ("SDR", "SAR")  # no interference without a rest
-                if _audible(estimate):
-                    jobs.append((references, estimate[None]))
-                    slots.append((result["events"][name], estimator, metrics))
-                else:  # a detected event separated into silence: a failure, counted against the estimator
-                    result["events"][name][estimator] = dict.fromkeys(metrics, FAILED_SCORE_DB)
-                    result["events"][name].setdefault("failed", []).append(estimator)
+            event_result = result["events"][name] = {} if name in detected else {"missed": True}
+            metrics = METRICS if len(references) > 1 else ("SDR", "SAR")  # no interference without a rest
+            silent = [estimator for estimator, estimate in estimates.items() if not _audible(estimate)]
+            for estimator in silent:  # a detected event separated into silence: a failure, counted against it
+                event_result[estimator] = dict.fromkeys(metrics, FAILED_SCORE_DB)
+                event_result.setdefault("failed", []).append(estimator)
+                del estimates[estimator]
+            if estimates:  # all estimates of the event in one job: they share the references' decomposition
+                jobs.append((references, np.stack(list(estimates.values())), [0] * len(estimates)))
+                slots.append((event_result, list(estimates), metrics))
         results.append(result)
-    for (event_result, estimator, metrics), scores in zip(slots, evaluate_in_parallel(jobs, workers)):
-        values = {metric: float(scores[METRICS.index(metric)][0]) for metric in metrics}
-        event_result[estimator] = {metric: value for metric, value in values.items() if math.isfinite(value)}
-        undefined = [metric for metric, value in values.items() if not math.isfinite(value)]
-        if undefined:  # an error energy that vanished to rounding: no finite score exists
-            event_result.setdefault("undefined", {})[estimator] = undefined
+    for (event_result, estimators, metrics), scores in zip(slots, evaluate_in_parallel(jobs, workers)):
+        for column, estimator in enumerate(estimators):
+            values = {metric: float(scores[METRICS.index(metric)][column]) for metric in metrics}
+            event_result[estimator] = {metric: value for metric, value in values.items() if math.isfinite(value)}
+            undefined = [metric for metric, value in values.items() if not math.isfinite(value)]
+            if undefined:  # an error energy that vanished to rounding: no finite score exists
+                event_result.setdefault("undefined", {})[estimator] = undefined
     shape = (len(clips), len(separator.classes))
     return results, np.array(all_probabilities).reshape(shape), np.array(all_mask_probabilities).reshape(shape)
 
