@@ -149,12 +149,15 @@ def _cross_correlations(reference_spectra: np.ndarray, estimate_spectra: np.ndar
 
 def _solve_positive_definite(gram: np.ndarray, right_hand_side: np.ndarray) -> np.ndarray:
     """Least-squares filter coefficients. A Gram matrix is positive semi-definite; when rounding
-    makes it numerically singular (e.g. a pure tone), fall back to a least-squares solve."""
+    makes it numerically singular (e.g. a pure tone), fall back to a least-squares solve.
+    The factorisation, most of a short clip's time, is numpy's: it releases the GIL, so
+    `evaluate_in_parallel`'s threads run it side by side, while scipy's `cho_factor` holds it
+    (two threads factorised no faster than one)."""
     try:
-        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, check_finite=False), right_hand_side,
-                                      check_finite=False)
+        lower = np.linalg.cholesky(gram)
     except np.linalg.LinAlgError:
         return scipy.linalg.lstsq(gram, right_hand_side, check_finite=False)[0]
+    return scipy.linalg.cho_solve((lower, True), right_hand_side, check_finite=False)
 
 
 def _energy_ratios(projected_on_own: np.ndarray, projected_on_all: np.ndarray,
@@ -202,7 +205,7 @@ def evaluate_in_parallel(jobs: Sequence[tuple], workers: int | None = None,
     ((references, estimates) or (references, estimates, targets)), in input order, over
     `workers` threads (default: one per CPU core).
 
-    Threads rather than processes: the FFTs, the LAPACK calls and numpy's array arithmetic
+    Threads rather than processes: the FFTs, the factorisation (numpy's) and numpy's array arithmetic
     release the GIL, so threads scale over cores without the seconds that spawning processes
     (importing numpy and scipy) and pickling whole tracks cost, and there is no child process
     that could die or deadlock. BLAS is held to one thread per call for the duration, since
