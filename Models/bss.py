@@ -59,11 +59,9 @@ def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, targets: Seq
     Raises ValueError on mismatched shapes or targets, or on a silent (all-zero) reference or
     estimate, which would make the decomposition ambiguous or undefined.
     """
-    if targets is None:
-        references, estimates = _as_source_matrices(references, estimates)
-        targets = np.arange(len(estimates))
-    else:
-        references, estimates, targets = _with_targets(references, estimates, targets)
+    references, estimates = _as_source_matrices(references, estimates, any_number_of_estimates=targets is not None)
+    targets = np.arange(len(estimates)) if targets is None else _checked_targets(targets, len(references),
+                                                                                  len(estimates))
     if references.size == 0:
         return np.array([]), np.array([]), np.array([])
     _check_audible(references, "reference")
@@ -90,29 +88,25 @@ def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, targets: Seq
     return _energy_ratios(projected_on_own, projected_on_all, np.sum(estimates ** 2, axis=1))
 
 
-def _as_source_matrices(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_source_matrices(references: np.ndarray, estimates: np.ndarray,
+                        any_number_of_estimates: bool = False) -> tuple[np.ndarray, np.ndarray]:
     references = np.atleast_2d(np.asarray(references, dtype=np.float64))
     estimates = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
     if references.ndim != 2 or estimates.ndim != 2 or estimates.shape[1] != references.shape[1] \
-            or len(estimates) > len(references):
+            or (len(estimates) > len(references) and not any_number_of_estimates):
         raise ValueError(f"references and estimates must both be (sources, samples), with as many samples and "
-                         f"at most as many estimates as references, got {references.shape} and {estimates.shape}")
+                         f"at most as many estimates as references (any number with targets), got "
+                         f"{references.shape} and {estimates.shape}")
     return references, estimates
 
 
-def _with_targets(references: np.ndarray, estimates: np.ndarray,
-                  targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    references = np.atleast_2d(np.asarray(references, dtype=np.float64))
-    estimates = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
+def _checked_targets(targets: Sequence[int], num_references: int, num_estimates: int) -> np.ndarray:
     targets = np.asarray(targets)
-    if references.ndim != 2 or estimates.ndim != 2 or estimates.shape[1] != references.shape[1]:
-        raise ValueError(f"references and estimates must both be (sources, samples) with as many samples, "
-                         f"got {references.shape} and {estimates.shape}")
-    if targets.shape != (len(estimates),) or not np.issubdtype(targets.dtype, np.integer) \
-            or np.any(targets < 0) or np.any(targets >= len(references)):
-        raise ValueError(f"targets must name one of the {len(references)} references for each of the "
-                         f"{len(estimates)} estimates, got {targets.tolist()}")
-    return references, estimates, targets
+    if targets.shape != (num_estimates,) or not np.issubdtype(targets.dtype, np.integer) \
+            or np.any(targets < 0) or np.any(targets >= num_references):
+        raise ValueError(f"targets must name one of the {num_references} references for each of the "
+                         f"{num_estimates} estimates, got {targets.tolist()}")
+    return targets
 
 
 def _check_audible(signals: np.ndarray, kind: str) -> None:

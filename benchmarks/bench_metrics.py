@@ -101,10 +101,12 @@ def main() -> None:
                for references, estimates in jobs]
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         one_by_one_time, one_by_one = timed("Models.bss, one call per estimate", lambda: [
-            [bss_eval_sources(references, estimate[None]) for estimate in estimates] for references, estimates in several])
+            [bss_eval_sources(references, estimate[None]) for estimate in estimates]
+            for references, estimates in several])
         together_time, together = timed("Models.bss, one call with targets", lambda: [
             bss_eval_sources(references, estimates, targets=[0, 0, 0]) for references, estimates in several])
-    one_by_one = one_by_one[..., 0].transpose(0, 2, 1)  # (tracks, estimates, metrics, 1) -> (tracks, metrics, estimates)
+    # (tracks, estimates, metrics, 1) -> (tracks, metrics, estimates), as `together`
+    one_by_one = one_by_one[..., 0].transpose(0, 2, 1)
     # the mixture's SAR is rounding noise (it lies in the references' span): compared where below 100 dB
     finite = (one_by_one < ROUNDING_NOISE_DB) & (together < ROUNDING_NOISE_DB)
     print(f"three estimates of one source: {one_by_one_time / together_time:.1f}x faster in one call; "
