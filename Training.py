@@ -101,6 +101,7 @@ def config():
     mask_kernel_size = None  # override the setting's kernel size
     mask_dropout = None  # override the setting's dropout rate
     mask_blocks = None  # override the setting's number of blocks
+    mask_frequency_dilations = None  # dilation over mel bands per hidden block, e.g. [1, 3, 9] (null: 1 each)
     mask_activation = "sigmoid"  # "sigmoid" per class, or "softmax" over the classes plus background
     synchronized_batch_norm = True  # batch statistics over all replicas' clips, as on one device
     # mask -> clip probability: gwrp, gwrp_affine (GWRP with a learnt scale and offset of its logit per

@@ -10,6 +10,7 @@ from Models.weak_label.pcen import CHUNK_FRAMES, PCEN, exponential_smoothing
 from Models.weak_label.relative_db import PcenAndRelativeDecibels, RelativeDecibels
 from Models.weak_label.pooling import CLASSIFIERS, GlobalWeightedRankPooling, LinearSoftmaxPooling, build_classifier
 from Models.weak_label.model import build_weak_label_model
+from Models.weak_label.training import model_spec_of
 
 FRAMES, MELS, CLASSES = 16, 8, 3
 TINY_MASKS = dict(channels=4, num_blocks=2)
@@ -214,6 +215,43 @@ def test_mask_model_settings_and_parameter_counts():
     assert build_mask_model(64, 3, "thesis", "softmax").count_params() == thesis + conv_bn(64, 1, 5)
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         build_mask_model(MELS, CLASSES, kernel_size=4)
+
+
+def _bands_seen(model, frames=20, bands=64, band=32):
+    """The input bands whose values move one mask value in the middle of the clip."""
+    features = tf.Variable(np.random.default_rng(0).normal(size=(1, frames, bands)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(model(features, training=False)[0, frames // 2, band])
+    return np.flatnonzero(np.abs(tape.gradient(value, features).numpy()[0]).sum(axis=0))
+
+
+@pytest.mark.parametrize("setting, dilations, seen", [
+    ("thesis", None, (24, 40)), ("thesis", [1, 3, 9], (4, 60)),
+    ("kong", None, (24, 40)), ("kong", [1, 1, 2, 4], (16, 48))])
+def test_frequency_dilations_widen_the_bands_each_mask_value_sees_without_gaps(setting, dilations, seen):
+    options = dict(channels=4, num_blocks=4, dropout=0.0)
+    model = build_mask_model(64, CLASSES, setting, frequency_dilations=dilations, **options)
+    bands = _bands_seen(model)
+    assert (bands[0], bands[-1]) == seen and len(bands) == seen[1] - seen[0] + 1
+    # The same weights, only spread further apart: no parameter is added.
+    assert model.count_params() == build_mask_model(64, CLASSES, setting, **options).count_params()
+    assert model(np.zeros((1, 7, 64), np.float32)).shape == (1, 7, 64, CLASSES)
+
+
+def test_checkpoint_spec_rebuilds_the_frequency_dilations():
+    config = dict(num_mels=64, mask_setting="thesis", mask_activation="sigmoid", mask_channels=4,
+                  mask_kernel_size=None, mask_dropout=None, mask_blocks=4, mask_frequency_dilations=[1, 3, 9],
+                  synchronized_batch_norm=False, classifier="gwrp", classifier_options={}, gwrp_decay=0.98,
+                  front_end="pcen")
+    model = build_weak_label_model(**model_spec_of(config, CLASSES, num_frames=FRAMES))
+    assert [layer.dilation_rate for layer in model.get_layer("mask_model").layers
+            if isinstance(layer, keras.layers.Conv2D)] == [(1, 1), (1, 3), (1, 9), (1, 1)]
+
+
+@pytest.mark.parametrize("dilations", [[1, 3], [1, 3, 9, 27], [1, 0, 3], [1, 2.0, 3], [1, True, 3]])
+def test_frequency_dilations_need_one_positive_integer_per_hidden_block(dilations):
+    with pytest.raises(ValueError, match="frequency_dilations must be 3 positive integers, one per hidden block"):
+        build_mask_model(64, CLASSES, "thesis", channels=4, num_blocks=4, frequency_dilations=dilations)
 
 
 @pytest.mark.parametrize("setting", ["thesis", "kong"])

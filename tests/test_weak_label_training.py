@@ -469,6 +469,10 @@ def test_bad_weak_label_configs_fail_before_training(tmp_path):
     for gate in (-1.0, float("inf"), True, "20"):
         with pytest.raises(ValueError, match="`background_gate_db` must be a non-negative number of dB"):
             ex.run(config_updates={**base, "background_gate_db": gate})
+    for rates, hidden in (([1, 3], 3), ([1, 3, 0], 3), ("1,3,9", 3), ([1, 3, 9], 4)):
+        setting = {"mask_setting": "kong", "mask_blocks": 4} if hidden == 4 else {"mask_blocks": 4}
+        with pytest.raises(ValueError, match=rf"`mask_frequency_dilations` must be null or {hidden} positive integers"):
+            ex.run(config_updates={**base, **setting, "mask_frequency_dilations": rates})
 
 
 def test_a_nan_loss_stops_weak_label_training_and_keeps_the_last_good_checkpoint(weak_label_run, tmp_path,

@@ -14,6 +14,11 @@ Two named settings:
 
 The overrides replace the setting's hidden feature maps, kernel size, hidden dropout rate and
 number of blocks (thesis: all blocks including the last; kong: double blocks before the 1x1).
+`frequency_dilations` gives each hidden block (thesis: all but the last; kong: every double
+block) a dilation over mel bands. Four blocks of 5x5 convolutions see 17 of 64 bands, too few to
+tell a snare's wires from a cymbal's wash by the rest of the spectrum; dilations 1, 3, 9 widen
+that to 57 bands with no gaps (each block's step is at most the span of the ones before it) and
+leave the time context, the masks' resolution and the number of weights as they were.
 
 Background: with `last_activation="sigmoid"` each class mask is independent and the
 background is what they leave over, `background_mask(masks)` = 1 - clip(sum, 0, 1). With
@@ -22,6 +27,8 @@ and the model returns the C class masks; the background is the dropped channel, 
 1 - sum of the class masks.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -56,11 +63,18 @@ def background_mask(masks):
     return 1.0 - keras.ops.clip(keras.ops.sum(masks, axis=-1), 0.0, 1.0)
 
 
+def hidden_blocks(setting: str, num_blocks: int) -> int:
+    """How many blocks of `setting` come before the masks, each with its own frequency dilation."""
+    return num_blocks - 1 if setting == "thesis" else num_blocks
+
+
 def _conv_block(features, filters: int, kernel_size: int, dropout: float, activation, name: str,
-                synchronized: bool = False):
-    features = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(features)
+                synchronized: bool = False, frequency_dilation: int = 1):
+    features = layers.ZeroPadding2D((kernel_size // 2, kernel_size // 2 * frequency_dilation),
+                                    name=f"{name}_pad")(features)
     # No bias: batch normalisation's offset takes its place.
-    features = layers.Conv2D(filters, kernel_size, use_bias=False, name=f"{name}_conv")(features)
+    features = layers.Conv2D(filters, kernel_size, dilation_rate=(1, frequency_dilation), use_bias=False,
+                             name=f"{name}_conv")(features)
     # PyTorch's running-statistics rate (Keras momentum 0.9, not 0.99), as the original models were
     # trained with: weak-label training runs few steps, and 0.99 leaves inference-mode statistics stale.
     # `synchronized`: statistics over the global batch of all replicas, not each replica's slice.
@@ -72,8 +86,9 @@ def _conv_block(features, filters: int, kernel_size: int, dropout: float, activa
 
 def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", last_activation: str = "sigmoid",
                      channels: int | None = None, kernel_size: int | None = None, dropout: float | None = None,
-                     num_blocks: int | None = None, synchronized_batch_norm: bool = False,
-                     input_maps: int = 1, name: str = "mask_model") -> keras.Model:
+                     num_blocks: int | None = None, frequency_dilations: Sequence[int] | None = None,
+                     synchronized_batch_norm: bool = False, input_maps: int = 1,
+                     name: str = "mask_model") -> keras.Model:
     """(batch, None, num_mels) features, or (batch, None, num_mels, input_maps) where a front end
     gives more than one map -> (batch, None, num_mels, num_classes) masks."""
     if setting not in SETTINGS:
@@ -89,6 +104,14 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
     if options["num_blocks"] < (2 if setting == "thesis" else 1):
         raise ValueError(f"build_mask_model: num_blocks={options['num_blocks']} is too few for the "
                          f"{setting!r} setting (thesis: at least 2, kong: at least 1).")
+    num_hidden = hidden_blocks(setting, options["num_blocks"])
+    if frequency_dilations is None:
+        frequency_dilations = [1] * num_hidden
+    if len(frequency_dilations) != num_hidden or not all(
+            isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1 for rate in frequency_dilations):
+        raise ValueError(f"build_mask_model: frequency_dilations must be {num_hidden} positive integers, one per "
+                         f"hidden block of the {setting!r} setting with {options['num_blocks']} blocks, "
+                         f"got {frequency_dilations!r}.")
 
     mask_maps = num_classes + (last_activation == "softmax")
     # float32 masks even under a mixed-precision policy: the pooling and the losses need the range.
@@ -101,16 +124,16 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
         features = maps = keras.Input((None, num_mels, input_maps), name="features")
     hidden = dict(filters=options["channels"], kernel_size=options["kernel_size"], synchronized=synchronized_batch_norm)
     if setting == "thesis":
-        for block in range(options["num_blocks"] - 1):
-            maps = _conv_block(maps, dropout=options["dropout"], name=f"block_{block}",
+        for block, rate in enumerate(frequency_dilations):
+            maps = _conv_block(maps, dropout=options["dropout"], name=f"block_{block}", frequency_dilation=rate,
                                activation=layers.LeakyReLU(0.01, name=f"block_{block}_leaky"), **hidden)
         maps = _conv_block(maps, mask_maps, options["kernel_size"], 0.0, output_activation,
                            f"block_{options['num_blocks'] - 1}", synchronized_batch_norm)
     else:
-        for block in range(options["num_blocks"]):
-            maps = _conv_block(maps, dropout=0.0, name=f"block_{block}a",
+        for block, rate in enumerate(frequency_dilations):
+            maps = _conv_block(maps, dropout=0.0, name=f"block_{block}a", frequency_dilation=rate,
                                activation=layers.ReLU(name=f"block_{block}a_relu"), **hidden)
-            maps = _conv_block(maps, dropout=options["dropout"], name=f"block_{block}b",
+            maps = _conv_block(maps, dropout=options["dropout"], name=f"block_{block}b", frequency_dilation=rate,
                                activation=layers.ReLU(name=f"block_{block}b_relu"), **hidden)
         maps = output_activation(layers.Conv2D(mask_maps, 1, name="mask_conv")(maps))
     masks = ClassMasks(num_classes, name="class_masks")(maps) if last_activation == "softmax" else maps

@@ -24,6 +24,7 @@ from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
 from Models.weak_label.detection import check_detection_keys, settle_detection
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
+from Models.weak_label.mask_model import SETTINGS as MASK_SETTINGS, hidden_blocks
 from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import check_background_gate, is_event_result, mel_power, score_clips
@@ -35,7 +36,8 @@ MIN_TRAINING_CLIPS = 2  # per class: from one clip a model can only remember tha
 
 # Keys that shape the networks, their features or their data: a run resumes only with the same values.
 RESUME_KEYS = ("expected_sr", "num_fft", "num_hop", "stft_window", "num_mels", "mel_fmin", "mel_fmax", "front_end",
-               "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks", "mask_activation",
+               "mask_setting", "mask_channels", "mask_kernel_size", "mask_dropout", "mask_blocks",
+               "mask_frequency_dilations", "mask_activation",
                "synchronized_batch_norm", "classifier", "gwrp_decay", "classifier_options", "weak_label_recipe",
                "data_root", "recipe_options", "ema_epochs")
 
@@ -57,6 +59,7 @@ def check_config(config: dict) -> None:
             or not config["mask_exponent"] > 0:
         raise ValueError(f"Config key `mask_exponent` must be a positive number, got {config['mask_exponent']!r}.")
     check_background_gate(config["background_gate_db"])
+    check_frequency_dilations(config)
     for key in ("sparsity_weight", "gwrp_decay"):
         if not 0 <= config[key] <= 1:
             raise ValueError(f"Config key `{key}` must lie in [0, 1], got {config[key]!r}.")
@@ -67,6 +70,20 @@ def check_config(config: dict) -> None:
                          "source data (or, for 'folder', the prepared folder with labels.csv and classes.txt).")
     if config["data_root"] and not os.path.isdir(config["data_root"]):
         raise FileNotFoundError(f"Config key `data_root`: '{config['data_root']}' is not a folder.")
+
+
+def check_frequency_dilations(config: dict) -> None:
+    """`mask_frequency_dilations`: None, or one positive integer per hidden block of the mask model."""
+    rates = config["mask_frequency_dilations"]
+    if rates is None:
+        return
+    setting = config["mask_setting"]
+    num_blocks = config["mask_blocks"] or MASK_SETTINGS[setting]["num_blocks"]
+    num_hidden = hidden_blocks(setting, num_blocks)
+    if not isinstance(rates, (list, tuple)) or len(rates) != num_hidden or not all(
+            isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1 for rate in rates):
+        raise ValueError(f"Config key `mask_frequency_dilations` must be null or {num_hidden} positive integers, "
+                         f"one per hidden block (mask_setting={setting!r} with {num_blocks} blocks), got {rates!r}.")
 
 
 def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float:
@@ -86,6 +103,7 @@ def model_spec_of(config: dict, num_classes: int, num_frames: int) -> dict:
             "mask_options": {"setting": config["mask_setting"], "last_activation": config["mask_activation"],
                              "channels": config["mask_channels"], "kernel_size": config["mask_kernel_size"],
                              "dropout": config["mask_dropout"], "num_blocks": config["mask_blocks"],
+                             "frequency_dilations": config["mask_frequency_dilations"],
                              "synchronized_batch_norm": config["synchronized_batch_norm"]},
             "classifier_kind": config["classifier"], "classifier_options": classifier_options,
             "front_end": config["front_end"]}
