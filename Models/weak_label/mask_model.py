@@ -63,9 +63,18 @@ def background_mask(masks):
     return 1.0 - keras.ops.clip(keras.ops.sum(masks, axis=-1), 0.0, 1.0)
 
 
-def hidden_blocks(setting: str, num_blocks: int) -> int:
-    """How many blocks of `setting` come before the masks, each with its own frequency dilation."""
+def hidden_blocks(setting: str, num_blocks: int | None = None) -> int:
+    """How many blocks of `setting` (with `num_blocks`, or the setting's own number) come before
+    the masks, each with its own frequency dilation."""
+    if num_blocks is None:
+        num_blocks = SETTINGS[setting]["num_blocks"]
     return num_blocks - 1 if setting == "thesis" else num_blocks
+
+
+def are_frequency_dilations(rates, num_hidden: int) -> bool:
+    """Whether `rates` is a list of `num_hidden` positive integers, one per hidden block."""
+    return isinstance(rates, (list, tuple)) and len(rates) == num_hidden and all(
+        isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1 for rate in rates)
 
 
 def _conv_block(features, filters: int, kernel_size: int, dropout: float, activation, name: str,
@@ -107,8 +116,7 @@ def build_mask_model(num_mels: int, num_classes: int, setting: str = "thesis", l
     num_hidden = hidden_blocks(setting, options["num_blocks"])
     if frequency_dilations is None:
         frequency_dilations = [1] * num_hidden
-    if len(frequency_dilations) != num_hidden or not all(
-            isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1 for rate in frequency_dilations):
+    if not are_frequency_dilations(frequency_dilations, num_hidden):
         raise ValueError(f"build_mask_model: frequency_dilations must be {num_hidden} positive integers, one per "
                          f"hidden block of the {setting!r} setting with {options['num_blocks']} blocks, "
                          f"got {frequency_dilations!r}.")

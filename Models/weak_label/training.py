@@ -24,7 +24,7 @@ from Models.distribution import check_distribution, is_chief, strategy_for
 from Models.weak_label.augmentation import Augmentation, check_augmentation_keys
 from Models.weak_label.detection import check_detection_keys, settle_detection
 from Models.weak_label.linear_floor import LinearFloor, clip_log_mels
-from Models.weak_label.mask_model import SETTINGS as MASK_SETTINGS, hidden_blocks
+from Models.weak_label.mask_model import are_frequency_dilations, hidden_blocks
 from Models.weak_label.model import FRONT_END_LAYERS, Standardisation
 from Models.weak_label.pooling import CLASSIFIERS
 from Models.weak_label.separation import check_background_gate, is_event_result, mel_power, score_clips
@@ -77,13 +77,11 @@ def check_frequency_dilations(config: dict) -> None:
     rates = config["mask_frequency_dilations"]
     if rates is None:
         return
-    setting = config["mask_setting"]
-    num_blocks = config["mask_blocks"] or MASK_SETTINGS[setting]["num_blocks"]
-    num_hidden = hidden_blocks(setting, num_blocks)
-    if not isinstance(rates, (list, tuple)) or len(rates) != num_hidden or not all(
-            isinstance(rate, int) and not isinstance(rate, bool) and rate >= 1 for rate in rates):
+    num_hidden = hidden_blocks(config["mask_setting"], config["mask_blocks"])
+    if not are_frequency_dilations(rates, num_hidden):
         raise ValueError(f"Config key `mask_frequency_dilations` must be null or {num_hidden} positive integers, "
-                         f"one per hidden block (mask_setting={setting!r} with {num_blocks} blocks), got {rates!r}.")
+                         f"one per hidden block (mask_setting={config['mask_setting']!r}, "
+                         f"mask_blocks={config['mask_blocks']!r}), got {rates!r}.")
 
 
 def ema_momentum(ema_epochs: float, steps_per_epoch: int) -> float:
